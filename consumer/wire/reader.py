@@ -1,0 +1,468 @@
+"""Incremental fragment reader: MKV bytes in, complete `Fragment`s out.
+
+Feed it chunks of any size (a botocore StreamingBody, a file, a socket); each fragment is returned
+as soon as it is complete: its closing tags (MILLIS_BEHIND_NOW / CONTINUATION_TOKEN) arrived, the
+next cluster or segment began, or the stream ended. Bytes are parsed once: the reader descends into
+Segment and Cluster and reads every other element whole, so it buffers at most one element, and
+memory is bounded by the fragment being assembled. Frame payloads are one copy of the wire bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+from . import ebml
+from .model import (
+    CLOSING_TAGS,
+    Fragment,
+    Frame,
+    InvalidMkvError,
+    MkvError,
+    Track,
+    TruncatedMkvError,
+)
+
+log = logging.getLogger(__name__)
+
+# Larger than any legal KVS fragment (50 MB): a bigger element is corruption, not video.
+MAX_ELEMENT_SIZE = 64 * 1024 * 1024
+EBML_MAGIC = ebml.EBML.to_bytes(4, "big")
+_DESCEND = (ebml.SEGMENT, ebml.CLUSTER)
+_CHILDREN = {ebml.SEGMENT: ebml.SEGMENT_CHILDREN, ebml.CLUSTER: ebml.CLUSTER_CHILDREN}
+_TOP_LEVEL = frozenset({ebml.EBML, ebml.SEGMENT, ebml.VOID})
+_COMPACT_AT = 1 << 20
+
+
+class FragmentReader:
+    """Push parser. `feed()` returns the fragments completed by the new bytes; `close()` the last.
+
+    On bytes that cannot be MKV, `feed()` raises InvalidMkvError whose `fragments` attribute holds
+    the fragments completed before the bad bytes; the partial fragment is dropped. Call `resync()`
+    to continue from the next EBML header.
+    """
+
+    def __init__(self, max_element_size: int = MAX_ELEMENT_SIZE):
+        self.max_element_size = max_element_size
+        self.bytes_skipped = 0
+        self._buf = bytearray()
+        self._pos = 0  # next unparsed byte in _buf
+        self._base = 0  # stream offset of _buf[0]
+        self._header: tuple[int, int, int] | None = None  # parsed header of the element at _pos
+        self._stack: list[tuple[int, int | None]] = []  # open Segment/Cluster: (id, end offset)
+        self._timecode_scale = 1_000_000
+        self._tracks: tuple[Track, ...] = ()
+        self._pending: Fragment | None = None
+        self._cluster_done = False
+        self._ready: list[Fragment] = []
+        self._broken: InvalidMkvError | None = None
+        self._resyncing = False
+
+    # --- public API ------------------------------------------------------------------------
+
+    @property
+    def offset(self) -> int:
+        """Stream offset of the next byte to parse."""
+        return self._base + self._pos
+
+    @property
+    def fragment_in_progress(self) -> bool:
+        """True while a cluster has begun and its fragment is not complete yet."""
+        return self._pending is not None and self._pending.cluster_timecode is not None
+
+    @property
+    def pending_timecode(self) -> int | None:
+        """Cluster timecode of the fragment being assembled, once its Timecode element arrived."""
+        return self._pending.cluster_timecode if self._pending is not None else None
+
+    def feed(self, data) -> list[Fragment]:
+        if self._broken is not None:
+            raise InvalidMkvError("reader stopped at invalid data; call resync() to continue",
+                                  self._broken.offset)
+        if data:
+            self._buf += data
+        try:
+            self._parse()
+        except InvalidMkvError as err:
+            err.fragments = self._take_ready()  # type: ignore[attr-defined]
+            raise
+        self._compact()
+        return self._take_ready()
+
+    def resync(self) -> None:
+        """After an InvalidMkvError: skip to the next EBML header and go on from there."""
+        if self._broken is None:
+            return
+        self._broken = None
+        self._resyncing = True
+        self._pos += 1
+        self.bytes_skipped += 1
+
+    def close(self) -> list[Fragment]:
+        """End of stream: returns the last fragment, or raises TruncatedMkvError if it was cut."""
+        if self._broken is not None or self._resyncing:
+            self.bytes_skipped += len(self._buf) - self._pos
+            self._reset_buffer()
+            return self._take_ready()
+        offset = self.offset
+        if self._header is not None or self._pos < len(self._buf):
+            self._drop_partial()
+            raise TruncatedMkvError("stream ended inside an element", offset)
+        while self._stack:
+            element_id, end = self._stack.pop()
+            if end is not None and end > offset:
+                self._drop_partial()
+                raise TruncatedMkvError(
+                    f"stream ended {end - offset} bytes before the end of element 0x{element_id:X}",
+                    offset)
+            self._close_master(element_id, offset)
+        return self._take_ready()
+
+    # --- parsing ---------------------------------------------------------------------------
+
+    def _parse(self) -> None:
+        buf = self._buf
+        while True:
+            if self._resyncing and not self._find_ebml_header():
+                return
+            offset = self._base + self._pos
+            while self._stack and self._stack[-1][1] is not None and offset >= self._stack[-1][1]:
+                element_id, end = self._stack.pop()
+                if offset > end:
+                    self._invalid(f"element overruns its parent 0x{element_id:X}", offset)
+                self._close_master(element_id, offset)
+            if self._header is None:
+                try:
+                    element_id, id_len = ebml.read_element_id(buf, self._pos)
+                    size, size_len = ebml.read_size(buf, self._pos + id_len)
+                except ebml.NeedMoreData:
+                    return
+                except ValueError as err:
+                    self._invalid(str(err), offset)
+                self._header = (element_id, size, id_len + size_len)
+            element_id, size, header_len = self._header
+            self._close_unknown_size_parents(element_id, offset)
+            if element_id in _DESCEND:
+                end = None if size == ebml.UNKNOWN_SIZE else offset + header_len + size
+                self._pos += header_len
+                self._header = None
+                self._stack.append((element_id, end))
+                self._open_master(element_id, offset)
+                continue
+            if size == ebml.UNKNOWN_SIZE:
+                self._invalid(f"element 0x{element_id:X} has an unknown size", offset)
+            if size > self.max_element_size:
+                self._invalid(f"element 0x{element_id:X} claims {size} bytes", offset)
+            start = self._pos + header_len
+            if len(buf) < start + size:
+                return
+            self._pos = start + size
+            self._header = None
+            self._element(element_id, start, start + size, offset)
+
+    def _close_unknown_size_parents(self, element_id: int, offset: int) -> None:
+        while self._stack:
+            parent_id, parent_end = self._stack[-1]
+            if element_id in _CHILDREN[parent_id]:
+                return
+            if parent_end is not None:
+                self._invalid(f"element 0x{element_id:X} is not allowed in 0x{parent_id:X}", offset)
+            self._stack.pop()
+            self._close_master(parent_id, offset)
+        if element_id not in _TOP_LEVEL:
+            self._invalid(f"expected an EBML header or Segment, found element 0x{element_id:X}",
+                          offset)
+
+    def _open_master(self, element_id: int, offset: int) -> None:
+        if element_id == ebml.SEGMENT:
+            self._timecode_scale = 1_000_000
+            self._tracks = ()
+            return
+        # A cluster after a finished cluster starts the next fragment (producer-side MKV).
+        if self._pending is not None and self._cluster_done:
+            self._emit(offset)
+        if self._pending is None:
+            self._pending = Fragment(stream_offset=offset)
+        self._pending.cluster_timecode = None
+        self._cluster_done = False
+
+    def _close_master(self, element_id: int, offset: int) -> None:
+        if element_id == ebml.CLUSTER:
+            self._cluster_done = True
+        elif self._pending is not None:  # end of segment ends its fragment
+            self._emit(offset)
+
+    def _element(self, element_id: int, start: int, end: int, offset: int) -> None:
+        with memoryview(self._buf) as view:
+            if element_id == ebml.SIMPLE_BLOCK:
+                self._add_block(bytes(view[start:end]), keyframe=None)
+            elif element_id == ebml.BLOCK_GROUP:
+                self._add_block_group(view[start:end])
+            elif element_id == ebml.TIMECODE:
+                self._cluster().cluster_timecode = ebml.read_uint(view[start:end])
+            elif element_id == ebml.TAGS:
+                self._add_tags(view[start:end], offset, end + self._base)
+            elif element_id == ebml.TRACKS:
+                self._tracks = _parse_tracks(view[start:end])
+            elif element_id == ebml.INFO:
+                for child_id, value in ebml.iter_children(view[start:end]):
+                    if child_id == ebml.TIMECODE_SCALE:
+                        self._timecode_scale = ebml.read_uint(value)
+            elif element_id == ebml.EBML:
+                self._check_ebml_header(view[start:end], offset)
+
+    def _check_ebml_header(self, payload, offset: int) -> None:
+        for child_id, value in ebml.iter_children(payload):
+            if child_id == ebml.DOC_TYPE:
+                doc_type = ebml.read_string(value)
+                if doc_type not in ("matroska", "webm"):
+                    self._invalid(f"EBML document type {doc_type!r} is not matroska", offset)
+
+    def _cluster(self) -> Fragment:
+        if self._pending is None:  # a block outside a cluster cannot happen: parents are checked
+            raise AssertionError("cluster element outside a fragment")
+        return self._pending
+
+    def _add_tags(self, payload, offset: int, end: int) -> None:
+        tags = _parse_tags(payload)
+        if self._pending is None:
+            self._pending = Fragment(stream_offset=offset)
+        self._pending.apply_tags(tags)
+        if CLOSING_TAGS.intersection(tags):
+            self._emit(end)
+
+    def _add_block(self, block: bytes, keyframe: bool | None, duration: int | None = None) -> None:
+        fragment = self._cluster()
+        track, track_len = ebml.read_size(block, 0)
+        if len(block) < track_len + 3:
+            raise InvalidMkvError("block shorter than its header", self.offset)
+        relative = int.from_bytes(block[track_len:track_len + 2], "big", signed=True)
+        flags = block[track_len + 2]
+        timecode = (fragment.cluster_timecode or 0) + relative
+        is_key = bool(flags & 0x80) if keyframe is None else keyframe
+        payload = memoryview(block)[track_len + 3:]
+        lacing = (flags >> 1) & 3
+        if lacing == 0:
+            fragment.frames.append(Frame(track, timecode, is_key, payload, duration))
+            return
+        try:
+            laced = _unlace(payload, lacing)
+        except (ValueError, IndexError, ebml.NeedMoreData) as err:
+            raise InvalidMkvError(f"bad lacing in block: {err}", self.offset) from None
+        for frame_data in laced:
+            fragment.frames.append(Frame(track, timecode, is_key, frame_data))
+
+    def _add_block_group(self, payload) -> None:
+        block = None
+        keyframe = True
+        duration = None
+        for child_id, value in ebml.iter_children(payload):
+            if child_id == ebml.BLOCK:
+                block = bytes(value)
+            elif child_id == ebml.REFERENCE_BLOCK:
+                keyframe = False
+            elif child_id == ebml.BLOCK_DURATION:
+                duration = ebml.read_uint(value)
+        if block is not None:
+            self._add_block(block, keyframe, duration)
+
+    # --- state -----------------------------------------------------------------------------
+
+    def _emit(self, end: int) -> None:
+        fragment = self._pending
+        if fragment is None:
+            return
+        fragment.tracks = self._tracks
+        fragment.timecode_scale = self._timecode_scale
+        fragment.size = end - fragment.stream_offset
+        self._ready.append(fragment)
+        self._pending = None
+        self._cluster_done = False
+
+    def _take_ready(self) -> list[Fragment]:
+        ready, self._ready = self._ready, []
+        return ready
+
+    def _invalid(self, message: str, offset: int):
+        self._broken = InvalidMkvError(message, offset)
+        self._drop_partial()
+        self._pos = offset - self._base
+        raise self._broken
+
+    def _drop_partial(self) -> None:
+        self._pending = None
+        self._cluster_done = False
+        self._header = None
+        self._stack.clear()
+
+    def _find_ebml_header(self) -> bool:
+        index = self._buf.find(EBML_MAGIC, self._pos)
+        if index < 0:
+            keep = max(self._pos, len(self._buf) - (len(EBML_MAGIC) - 1))
+            self.bytes_skipped += keep - self._pos
+            self._pos = keep
+            return False
+        self.bytes_skipped += index - self._pos
+        self._pos = index
+        self._resyncing = False
+        log.warning("resynchronised at byte %d after skipping invalid data", self.offset)
+        return True
+
+    def _compact(self) -> None:
+        if self._pos and (self._pos >= _COMPACT_AT or self._pos * 2 >= len(self._buf)):
+            del self._buf[:self._pos]
+            self._base += self._pos
+            self._pos = 0
+
+    def _reset_buffer(self) -> None:
+        self._base += len(self._buf)
+        self._buf.clear()
+        self._pos = 0
+        self._resyncing = False
+        self._broken = None
+
+
+def _unlace(payload: memoryview, lacing: int) -> list[memoryview]:
+    count = payload[0] + 1
+    pos = 1
+    sizes: list[int] = []
+    if lacing == 1:  # Xiph
+        for _ in range(count - 1):
+            size = 0
+            while payload[pos] == 255:
+                size += 255
+                pos += 1
+            size += payload[pos]
+            pos += 1
+            sizes.append(size)
+    elif lacing == 3:  # EBML: first size, then signed differences
+        size, length = ebml.read_size(payload, pos)
+        pos += length
+        sizes.append(size)
+        for _ in range(count - 2):
+            raw, length = ebml.read_size(payload, pos)
+            pos += length
+            size += raw - ((1 << (7 * length - 1)) - 1)
+            sizes.append(size)
+    else:  # fixed
+        total = len(payload) - pos
+        if total % count:
+            raise ValueError("fixed lacing does not divide the block evenly")
+        sizes = [total // count] * (count - 1)
+    frames = []
+    for size in sizes:
+        if size < 0 or pos + size > len(payload):
+            raise ValueError("laced frame overruns its block")
+        frames.append(payload[pos:pos + size])
+        pos += size
+    frames.append(payload[pos:])
+    return frames
+
+
+def _parse_tracks(payload) -> tuple[Track, ...]:
+    tracks = []
+    for entry_id, entry in ebml.iter_children(payload):
+        if entry_id != ebml.TRACK_ENTRY:
+            continue
+        fields: dict = {"number": 0, "type": 0, "codec_id": ""}
+        for child_id, value in ebml.iter_children(entry):
+            if child_id == ebml.TRACK_NUMBER:
+                fields["number"] = ebml.read_uint(value)
+            elif child_id == ebml.TRACK_TYPE:
+                fields["type"] = ebml.read_uint(value)
+            elif child_id == ebml.CODEC_ID:
+                fields["codec_id"] = ebml.read_string(value).strip()
+            elif child_id == ebml.CODEC_PRIVATE:
+                fields["codec_private"] = bytes(value)
+            elif child_id == ebml.TRACK_UID:
+                fields["uid"] = ebml.read_uint(value)
+            elif child_id == ebml.TRACK_NAME:
+                fields["name"] = ebml.read_string(value)
+            elif child_id == ebml.DEFAULT_DURATION:
+                fields["default_duration_ns"] = ebml.read_uint(value)
+            elif child_id == ebml.VIDEO:
+                for video_id, video_value in ebml.iter_children(value):
+                    if video_id == ebml.PIXEL_WIDTH:
+                        fields["width"] = ebml.read_uint(video_value)
+                    elif video_id == ebml.PIXEL_HEIGHT:
+                        fields["height"] = ebml.read_uint(video_value)
+            elif child_id == ebml.AUDIO:
+                for audio_id, audio_value in ebml.iter_children(value):
+                    if audio_id == ebml.SAMPLING_FREQUENCY:
+                        fields["sampling_frequency"] = ebml.read_float(audio_value)
+                    elif audio_id == ebml.CHANNELS:
+                        fields["channels"] = ebml.read_uint(audio_value)
+        tracks.append(Track(**fields))
+    return tuple(tracks)
+
+
+def _parse_tags(payload) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for tag_id, tag in ebml.iter_children(payload):
+        if tag_id == ebml.TAG:
+            for child_id, value in ebml.iter_children(tag):
+                if child_id == ebml.SIMPLE_TAG:
+                    _parse_simple_tag(value, tags)
+    return tags
+
+
+def _parse_simple_tag(payload, tags: dict[str, str]) -> None:
+    name = None
+    value = ""
+    for child_id, child in ebml.iter_children(payload):
+        if child_id == ebml.TAG_NAME:
+            name = ebml.read_string(child)
+        elif child_id == ebml.TAG_STRING:
+            value = ebml.read_string(child)
+        elif child_id == ebml.TAG_BINARY:
+            value = bytes(child).hex()
+        elif child_id == ebml.SIMPLE_TAG:
+            _parse_simple_tag(child, tags)
+    if name:
+        tags[name] = value
+
+
+def _reader_of(stream) -> Callable[[int], bytes]:
+    for name in ("read1", "read", "recv"):
+        method = getattr(stream, name, None)
+        if method is not None:
+            return method
+    raise TypeError(f"cannot read bytes from {type(stream).__name__}: expected read() or recv()")
+
+
+def iter_fragments(stream, chunk_size: int = 256 * 1024, resync: bool = False,
+                   reader: FragmentReader | None = None) -> Iterator[Fragment]:
+    """Yield fragments from a readable byte stream until it ends.
+
+    With `resync`, invalid bytes are logged and skipped up to the next EBML header instead of
+    raising. `read1` is preferred so a live stream yields each fragment without waiting for a
+    full chunk.
+    """
+    reader = reader or FragmentReader()
+    read = _reader_of(stream)
+    while True:
+        chunk = read(chunk_size)
+        if not chunk:
+            break
+        yield from _feed(reader, chunk, resync)
+    yield from reader.close()
+
+
+def _feed(reader: FragmentReader, chunk, resync: bool) -> Iterator[Fragment]:
+    try:
+        yield from reader.feed(chunk)
+    except MkvError as err:
+        yield from getattr(err, "fragments", [])
+        if not resync:
+            raise
+        log.warning("skipping invalid MKV data: %s", err)
+        reader.resync()
+        yield from _feed(reader, b"", resync)
+
+
+def read_fragments(data: bytes, resync: bool = False) -> list[Fragment]:
+    """Parse a complete byte string (a saved GetMedia response, a file) into fragments."""
+    reader = FragmentReader()
+    fragments = list(_feed(reader, data, resync))
+    fragments.extend(reader.close())
+    return fragments
