@@ -14,6 +14,9 @@ MILLIS_BEHIND_NOW = "AWS_KINESISVIDEO_MILLIS_BEHIND_NOW"
 CONTINUATION_TOKEN = "AWS_KINESISVIDEO_CONTINUATION_TOKEN"
 ERROR_CODE = "AWS_KINESISVIDEO_ERROR_CODE"
 ERROR_ID = "AWS_KINESISVIDEO_ERROR_ID"
+# GetMediaForFragmentList's names for the same timestamps.
+SERVER_SIDE_TIMESTAMP = "AWS_KINESISVIDEO_SERVER_SIDE_TIMESTAMP"
+PRODUCER_SIDE_TIMESTAMP = "AWS_KINESISVIDEO_PRODUCER_SIDE_TIMESTAMP"
 AWS_TAG_PREFIX = "AWS_KINESISVIDEO_"
 
 # Tags that close a fragment: KVS writes them after the cluster, last in the segment.
@@ -151,9 +154,9 @@ class Fragment:
                 self.tags[name] = value
             elif name == FRAGMENT_NUMBER:
                 self.fragment_number = int(value)
-            elif name == SERVER_TIMESTAMP:
+            elif name in (SERVER_TIMESTAMP, SERVER_SIDE_TIMESTAMP):
                 self.server_timestamp = float(value)
-            elif name == PRODUCER_TIMESTAMP:
+            elif name in (PRODUCER_TIMESTAMP, PRODUCER_SIDE_TIMESTAMP):
                 self.producer_timestamp = float(value)
             elif name == MILLIS_BEHIND_NOW:
                 self.millis_behind_now = int(value)

@@ -53,6 +53,9 @@ class FragmentReader:
         self._timecode_scale = 1_000_000
         self._tracks: tuple[Track, ...] = ()
         self._pending: Fragment | None = None
+        # Where the current segment's EBML header began: a GetMedia fragment starts there, so that
+        # its stream_offset/size span a standalone MKV and consecutive fragments tile the stream.
+        self._segment_start: int | None = None
         self._cluster_done = False
         self._ready: list[Fragment] = []
         self._broken: InvalidMkvError | None = None
@@ -74,6 +77,11 @@ class FragmentReader:
     def pending_timecode(self) -> int | None:
         """Cluster timecode of the fragment being assembled, once its Timecode element arrived."""
         return self._pending.cluster_timecode if self._pending is not None else None
+
+    @property
+    def pending_offset(self) -> int | None:
+        """Stream offset where the fragment being assembled began, if one has begun."""
+        return self._pending.stream_offset if self._pending is not None else None
 
     def feed(self, data) -> list[Fragment]:
         if self._broken is not None:
@@ -177,12 +185,14 @@ class FragmentReader:
         if element_id == ebml.SEGMENT:
             self._timecode_scale = 1_000_000
             self._tracks = ()
+            if self._segment_start is None:
+                self._segment_start = offset
             return
         # A cluster after a finished cluster starts the next fragment (producer-side MKV).
         if self._pending is not None and self._cluster_done:
             self._emit(offset)
         if self._pending is None:
-            self._pending = Fragment(stream_offset=offset)
+            self._pending = self._new_fragment(offset)
         self._pending.cluster_timecode = None
         self._cluster_done = False
 
@@ -193,23 +203,37 @@ class FragmentReader:
             self._emit(offset)
 
     def _element(self, element_id: int, start: int, end: int, offset: int) -> None:
+        # Parse a copy: a view into _buf that outlives this call (one held by an exception's
+        # traceback) would make the next resize of _buf raise BufferError.
         with memoryview(self._buf) as view:
-            if element_id == ebml.SIMPLE_BLOCK:
-                self._add_block(bytes(view[start:end]), keyframe=None)
-            elif element_id == ebml.BLOCK_GROUP:
-                self._add_block_group(view[start:end])
-            elif element_id == ebml.TIMECODE:
-                self._cluster().cluster_timecode = ebml.read_uint(view[start:end])
-            elif element_id == ebml.TAGS:
-                self._add_tags(view[start:end], offset, end + self._base)
-            elif element_id == ebml.TRACKS:
-                self._tracks = _parse_tracks(view[start:end])
-            elif element_id == ebml.INFO:
-                for child_id, value in ebml.iter_children(view[start:end]):
-                    if child_id == ebml.TIMECODE_SCALE:
-                        self._timecode_scale = ebml.read_uint(value)
-            elif element_id == ebml.EBML:
-                self._check_ebml_header(view[start:end], offset)
+            payload = bytes(view[start:end])
+        try:
+            self._dispatch(element_id, payload, offset, end + self._base)
+        except MkvError:
+            raise
+        except (ValueError, ebml.NeedMoreData) as err:
+            # A malformed payload is invalid data like any other: the reader stops (or resyncs).
+            reason = str(err) or "payload too short"
+            self._invalid(f"malformed element 0x{element_id:X}: {reason}", offset)
+
+    def _dispatch(self, element_id: int, payload: bytes, offset: int, end: int) -> None:
+        if element_id == ebml.SIMPLE_BLOCK:
+            self._add_block(payload, keyframe=None)
+        elif element_id == ebml.BLOCK_GROUP:
+            self._add_block_group(payload)
+        elif element_id == ebml.TIMECODE:
+            self._cluster().cluster_timecode = ebml.read_uint(payload)
+        elif element_id == ebml.TAGS:
+            self._add_tags(payload, offset, end)
+        elif element_id == ebml.TRACKS:
+            self._tracks = _parse_tracks(payload)
+        elif element_id == ebml.INFO:
+            for child_id, value in ebml.iter_children(payload):
+                if child_id == ebml.TIMECODE_SCALE:
+                    self._timecode_scale = ebml.read_uint(value)
+        elif element_id == ebml.EBML:
+            self._segment_start = offset
+            self._check_ebml_header(payload, offset)
 
     def _check_ebml_header(self, payload, offset: int) -> None:
         for child_id, value in ebml.iter_children(payload):
@@ -226,7 +250,7 @@ class FragmentReader:
     def _add_tags(self, payload, offset: int, end: int) -> None:
         tags = _parse_tags(payload)
         if self._pending is None:
-            self._pending = Fragment(stream_offset=offset)
+            self._pending = self._new_fragment(offset)
         self._pending.apply_tags(tags)
         if CLOSING_TAGS.intersection(tags):
             self._emit(end)
@@ -235,7 +259,7 @@ class FragmentReader:
         fragment = self._cluster()
         track, track_len = ebml.read_size(block, 0)
         if len(block) < track_len + 3:
-            raise InvalidMkvError("block shorter than its header", self.offset)
+            raise ValueError("block shorter than its header")
         relative = int.from_bytes(block[track_len:track_len + 2], "big", signed=True)
         flags = block[track_len + 2]
         timecode = (fragment.cluster_timecode or 0) + relative
@@ -248,7 +272,7 @@ class FragmentReader:
         try:
             laced = _unlace(payload, lacing)
         except (ValueError, IndexError, ebml.NeedMoreData) as err:
-            raise InvalidMkvError(f"bad lacing in block: {err}", self.offset) from None
+            raise ValueError(f"bad lacing in block: {err}") from None
         for frame_data in laced:
             fragment.frames.append(Frame(track, timecode, is_key, frame_data))
 
@@ -267,6 +291,12 @@ class FragmentReader:
             self._add_block(block, keyframe, duration)
 
     # --- state -----------------------------------------------------------------------------
+
+    def _new_fragment(self, offset: int) -> Fragment:
+        # The segment's first fragment owns its headers; later clusters begin where they begin.
+        start = offset if self._segment_start is None else self._segment_start
+        self._segment_start = None
+        return Fragment(stream_offset=start)
 
     def _emit(self, end: int) -> None:
         fragment = self._pending
@@ -291,6 +321,7 @@ class FragmentReader:
 
     def _drop_partial(self) -> None:
         self._pending = None
+        self._segment_start = None
         self._cluster_done = False
         self._header = None
         self._stack.clear()
@@ -335,7 +366,7 @@ def _unlace(payload: memoryview, lacing: int) -> list[memoryview]:
             size += payload[pos]
             pos += 1
             sizes.append(size)
-    elif lacing == 3:  # EBML: first size, then signed differences
+    elif lacing == 3 and count > 1:  # EBML: first size, then signed differences
         size, length = ebml.read_size(payload, pos)
         pos += length
         sizes.append(size)
@@ -344,7 +375,7 @@ def _unlace(payload: memoryview, lacing: int) -> list[memoryview]:
             pos += length
             size += raw - ((1 << (7 * length - 1)) - 1)
             sizes.append(size)
-    else:  # fixed
+    elif lacing == 2:  # fixed
         total = len(payload) - pos
         if total % count:
             raise ValueError("fixed lacing does not divide the block evenly")

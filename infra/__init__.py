@@ -1,0 +1,1 @@
+"""Infrastructure: the embedded local stack (infra.local) and, later, CloudFormation for AWS."""
