@@ -454,6 +454,11 @@ def _parse_simple_tag(payload, tags: dict[str, str]) -> None:
 
 
 def _reader_of(stream) -> Callable[[int], bytes]:
+    # botocore's StreamingBody.read(n) blocks until n bytes arrive, which would hold a live
+    # fragment back; the urllib3 response under it returns what has arrived.
+    raw = getattr(stream, "_raw_stream", None)
+    if raw is not None and hasattr(raw, "read1"):
+        return raw.read1
     for name in ("read1", "read", "recv"):
         method = getattr(stream, name, None)
         if method is not None:
