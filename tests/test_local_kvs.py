@@ -293,3 +293,31 @@ def test_data_directory_survives_restart_and_retention_drops_old_fragments(tmp_p
         assert media.get_media(StreamName="disk", StartSelector={
             "StartSelectorType": "EARLIEST"})["Payload"].read() == b""
     assert list((tmp_path / "disk").glob("*.mkv")) == []
+
+
+def test_deleting_a_stream_ends_its_putmedia_and_getmedia_sessions(kvs, source):
+    control, media, _ = clients(kvs)
+    arn = control.create_stream(StreamName="doomed")["StreamARN"]
+    response = media.get_media(StreamName="doomed", StartSelector={"StartSelectorType": "NOW"})
+    body = producer_mkv(source, now_ms())
+    deleted = threading.Event()
+
+    def slow_body():
+        for index in range(0, len(body), 100_000):
+            if index >= 400_000 and not deleted.is_set():
+                control.delete_stream(StreamARN=arn)
+                deleted.set()
+            yield body[index:index + 100_000]
+            time.sleep(0.02)
+
+    result = {}
+    reader = threading.Thread(target=lambda: result.update(
+        fragments=list(iter_fragments(response["Payload"]))))
+    reader.start()
+    _, _, acks = put_media(kvs.endpoint_url, "doomed", slow_body())
+    reader.join(10)
+    assert not reader.is_alive()
+    assert (acks[-1]["EventType"], acks[-1]["ErrorId"]) == ("ERROR", 4008)
+    assert acks[-1]["ErrorCode"] == "STREAM_NOT_ACTIVE"
+    persisted = [int(a["FragmentNumber"]) for a in acks if a["EventType"] == "PERSISTED"]
+    assert [f.fragment_number for f in result["fragments"]] == persisted
