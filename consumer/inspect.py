@@ -1,0 +1,160 @@
+"""`python -m consumer inspect`: one row per fragment of a saved GetMedia response (or any KVS MKV).
+
+The file is parsed incrementally, so rows appear as fragments complete (a pipe from a live
+GetMedia call works) and a damaged file still shows every fragment before the damage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+
+from .wire import Fragment, FragmentReader, InvalidMkvError, MkvError, Track, iter_fragments
+
+# The JSON keys, in order; the table shows the same fields.
+KEYS = ("fragment_number", "server_timestamp", "producer_timestamp", "millis_behind_now",
+        "continuation_token", "frames", "keyframes", "codec", "width", "height", "tags")
+
+# Table columns: (key, heading, width, right-aligned). Fixed widths let rows print as they are
+# parsed; a longer value widens its own row only. KVS fragment numbers have 47 digits.
+COLUMNS = (
+    ("fragment_number", "fragment_number", 47, False),
+    ("server_timestamp", "server_ts", 14, True),
+    ("producer_timestamp", "producer_ts", 14, True),
+    ("millis_behind_now", "behind_ms", 9, True),
+    ("continuation_token", "token", 5, False),
+    ("frames", "frames", 6, True),
+    ("keyframes", "keys", 4, True),
+    ("codec", "codec", 15, False),
+    ("width", "width", 5, True),
+    ("height", "height", 6, True),
+)
+SAME_AS_NUMBER = "="  # the token column when it repeats the fragment number, as KVS does
+
+
+def _main_track(fragment: Fragment) -> Track | None:
+    """The video track, or the first track for a stream without video."""
+    return fragment.video_track or (fragment.tracks[0] if fragment.tracks else None)
+
+
+def summarize(fragment: Fragment) -> dict[str, Any]:
+    """The row of one fragment, keyed by KEYS; JSON-ready (the 47-digit number is a string)."""
+    track = _main_track(fragment)
+    frames = [f for f in fragment.frames if track is not None and f.track == track.number]
+    number = fragment.fragment_number
+    return {
+        "fragment_number": None if number is None else str(number),
+        "server_timestamp": fragment.server_timestamp,
+        "producer_timestamp": fragment.producer_timestamp,
+        "millis_behind_now": fragment.millis_behind_now,
+        "continuation_token": fragment.continuation_token,
+        "frames": len(frames),
+        "keyframes": sum(1 for f in frames if f.keyframe),
+        "codec": track.codec_id if track else None,
+        "width": track.width if track else None,
+        "height": track.height if track else None,
+        "tags": dict(fragment.tags),
+    }
+
+
+def _cell(key: str, row: dict[str, Any]) -> str:
+    value = row[key]
+    if value is None:
+        return "-"
+    if key in ("server_timestamp", "producer_timestamp"):
+        return f"{value:.3f}"
+    if key == "continuation_token" and value == row["fragment_number"]:
+        return SAME_AS_NUMBER
+    return str(value)
+
+
+def _line(cells: list[tuple[str, int, bool]], tail: str) -> str:
+    text = "  ".join(c.rjust(w) if right else c.ljust(w) for c, w, right in cells)
+    return f"{text}  {tail}".rstrip()
+
+
+def table_header() -> str:
+    return _line([(heading, width, right) for _, heading, width, right in COLUMNS], "tags")
+
+
+def table_row(row: dict[str, Any], note: str = "") -> str:
+    tags = ", ".join(f"{name}={value}" for name, value in row["tags"].items())
+    tail = "  ".join(part for part in (tags, note) if part)
+    return _line([(_cell(key, row), width, right) for key, _, width, right in COLUMNS], tail)
+
+
+class _Printer:
+    """Writes rows as table lines or JSON lines; flushes each so a pipe shows them at once."""
+
+    def __init__(self, out: IO[str], err: IO[str], as_json: bool):
+        self.out, self.err, self.as_json = out, err, as_json
+        self.fragments = self.frames = self.size = 0
+
+    def header(self) -> None:
+        if not self.as_json:
+            print(table_header(), file=self.out, flush=True)
+
+    def fragment(self, fragment: Fragment) -> None:
+        row = summarize(fragment)
+        self.fragments += 1
+        self.frames += row["frames"]
+        self.size += fragment.size
+        error = fragment.error
+        if self.as_json:
+            print(json.dumps(row), file=self.out, flush=True)
+            if error is not None:  # the JSON keys stay fixed: the error goes to stderr
+                print(f"fragment {row['fragment_number'] or '-'}: {error}", file=self.err)
+        else:
+            print(table_row(row, f"!! {error}" if error else ""), file=self.out, flush=True)
+
+    def footer(self, skipped: int) -> None:
+        if not self.as_json:
+            print(f"{_count(self.fragments, 'fragment')}, {_count(self.frames, 'frame')}, "
+                  f"{_count(self.size, 'byte')}", file=self.out, flush=True)
+        if skipped:
+            print(f"skipped {skipped} invalid bytes (--resync)", file=self.err)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+@contextmanager
+def _open(path: str) -> Iterator[IO[bytes]]:
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    with open(path, "rb") as stream:
+        yield stream
+
+
+def inspect_file(path: str, as_json: bool = False, resync: bool = False,
+                 out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+    """Print the fragments of `path` ('-' for stdin); returns the exit status (0, 1 or 2)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    name = "<stdin>" if path == "-" else path
+    printer = _Printer(out, err, as_json)
+    reader = FragmentReader()
+    try:
+        with _open(path) as stream:
+            printer.header()
+            for fragment in iter_fragments(stream, chunk_size=64 * 1024, resync=resync,
+                                           reader=reader):
+                printer.fragment(fragment)
+    except BrokenPipeError:
+        raise  # our reader went away (`| head`): not a problem with the file
+    except OSError as error:
+        print(f"inspect: cannot read {name}: {error.strerror or error}", file=err)
+        return 2
+    except MkvError as error:
+        invalid = isinstance(error, InvalidMkvError)
+        hint = " (--resync skips to the next fragment)" if invalid and not resync else ""
+        print(f"inspect: {name}: {'invalid' if invalid else 'truncated'} MKV after "
+              f"{_count(printer.fragments, 'fragment')}: {error}{hint}", file=err)
+        return 1
+    printer.footer(reader.bytes_skipped)
+    return 0
