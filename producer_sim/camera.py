@@ -319,9 +319,9 @@ class Camera:
                     if not isinstance(err, AckError):  # an error ack is counted on arrival
                         self.status.errors += 1
                     self.status.last_error = str(err)
-                    if isinstance(err, AckError) and err.renew:
+                    if isinstance(err, AckError) and err.renew and self._progress:
                         log.info("%s: %s; reconnecting", self.name, err)
-                        continue
+                        continue  # an old connection, not a failure: no backoff
                     if not err.retryable:
                         log.error("%s: %s (not retryable)", self.name, err)
                         self._fatal = str(err)

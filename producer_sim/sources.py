@@ -442,14 +442,15 @@ def open_source(spec: str, *, loop: bool = False, reencode: bool = False,
     return FileSource(spec, loop=loop, reencode=reencode, keyframe_interval_s=keyframe_interval_s)
 
 
-def decode_packets(track: Track, payloads) -> list[np.ndarray]:
-    """Decode AVCC payloads with `track`'s CodecPrivate as extradata: RGB frames (for checks)."""
+def decode_packets(track: Track, payloads, format: str | None = "rgb24") -> list[np.ndarray]:
+    """Decode AVCC payloads with `track`'s CodecPrivate as extradata (for checks and tests).
+
+    Frames come back as `format` arrays, or in the decoder's own pixel format with None.
+    """
     ctx = av.CodecContext.create("h264", "r")
     ctx.extradata = bytes(track.codec_private)
-    frames = []
-    for data in payloads:
-        for frame in ctx.decode(av.Packet(bytes(data))):
-            frames.append(frame.to_ndarray(format="rgb24"))
-    for frame in ctx.decode(None):
-        frames.append(frame.to_ndarray(format="rgb24"))
-    return frames
+    ctx.thread_type = "AUTO"
+    frames = [frame for data in payloads for frame in ctx.decode(av.Packet(bytes(data)))]
+    frames.extend(ctx.decode(None))
+    return [frame.to_ndarray(format=format) if format else frame.to_ndarray()
+            for frame in frames]
