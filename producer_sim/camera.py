@@ -26,8 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from consumer.wire import Track
-from consumer.wire import writer
+from consumer.wire import Fragment, Track, writer
 
 from .control import StreamTarget
 from .fragmenter import DEFAULT_FRAGMENT_DURATION_MS, Fragmenter, encode_cluster
@@ -130,10 +129,6 @@ class CameraStatus:
         recent = sum(n for t, n in self._window if now - t <= window_s)
         span = min(window_s, max(now - self.started, 1e-3))
         return recent * 8 / span
-
-    @property
-    def in_flight(self) -> int:
-        return self.sent - self.persisted - self.rejected - self.dropped
 
     def line(self) -> str:
         text = (f"{self.name:<10} {self.stream:<24} {self.state:<10} sent {self.sent:>5} "
@@ -247,7 +242,7 @@ class Camera:
                 for fragment in fragmenter.add(timecode, packet.keyframe, packet.data,
                                                source.track):
                     self._deliver(loop, fragment)
-        except Exception as err:  # the source broke: report it, end the stream cleanly
+        except Exception as err:  # noqa: BLE001 - any source failure: report it, end cleanly
             log.error("%s: source %s failed: %s", self.name, source.name, err)
             self._deliver(loop, _SourceFailed(f"source {source.name}: {err}"))
         try:
@@ -258,11 +253,11 @@ class Camera:
             self._deliver(loop, _SOURCE_END)
             try:
                 source.close()
-            except Exception:
-                pass
+            except Exception as err:  # noqa: BLE001 - closing is best effort
+                log.debug("%s: closing %s: %s", self.name, source.name, err)
 
     def _deliver(self, loop: asyncio.AbstractEventLoop, item) -> None:
-        if hasattr(item, "frames"):
+        if isinstance(item, Fragment):
             track = item.tracks[0] if item.tracks else None
             item = PendingFragment(item.cluster_timecode, encode_cluster(item), len(item.frames),
                                    track)
@@ -308,7 +303,10 @@ class Camera:
                 if not self._pending:
                     # Nothing to send yet: wait for the first fragment before connecting.
                     self.status.state = "waiting"
-                    item = await self._queue.get()
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), 0.5)
+                    except TimeoutError:
+                        continue
                     self._admit(item)
                     continue
                 self._progress = False
@@ -356,12 +354,14 @@ class Camera:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), min(left, 0.5))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
-    async def _drain_thread(self, thread: threading.Thread) -> None:
-        # Unblock a capture thread waiting on a full queue, then let it finish.
-        while thread.is_alive():
+    async def _drain_thread(self, thread: threading.Thread, timeout: float = 10.0) -> None:
+        # Unblock a capture thread waiting on a full queue, then let it finish. A live source
+        # blocked in a read cannot be interrupted: after `timeout` it is left behind (a daemon).
+        deadline = time.monotonic() + timeout
+        while thread.is_alive() and time.monotonic() < deadline:
             while self._queue is not None and not self._queue.empty():
                 self._queue.get_nowait()
             await asyncio.sleep(0.05)
@@ -489,7 +489,7 @@ class Camera:
                 break
             try:
                 item = await asyncio.wait_for(self._queue.get(), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             if not self._admit(item):
                 break
@@ -535,7 +535,7 @@ class Camera:
                 return
             try:
                 ack = await conn.next_ack(timeout=0.5 if settled_at is None else 0.1)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if self._in_flight:
                     oldest = min(f.sent_at for f in self._in_flight.values())
                     if time.monotonic() - max(last_heard, oldest) > timeout:

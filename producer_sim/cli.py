@@ -281,7 +281,7 @@ def cmd_push(args) -> int:
     print(f"failed: {result.summary()}", flush=True)
     if result.interrupted:
         return EXIT_INTERRUPTED
-    if result.error and "not retryable" not in result.error:
+    if result.error:
         _error(result.error)
     return EXIT_INCOMPLETE
 
@@ -332,7 +332,7 @@ async def _run(cameras: list[Camera], seconds: float | None, interval: float, ou
         timeout = interval
         if deadline is not None and not stopped["flag"]:
             timeout = max(0.0, min(interval, deadline - time.monotonic()))
-        done, pending = await asyncio.wait(pending, timeout=timeout)
+        _, pending = await asyncio.wait(pending, timeout=timeout)
         if deadline is not None and not stopped["flag"] and time.monotonic() >= deadline:
             stop_all()
         board.draw()

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from consumer.wire import Fragment, Frame, Track
-from consumer.wire import writer
+from consumer.wire import Fragment, Frame, Track, writer
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,6 @@ def is_avcc_config(extradata: bytes | None) -> bool:
     return bool(extradata) and extradata[0] == 1
 
 
-def is_annexb(data) -> bool:
-    head = bytes(data[:4])
-    return head.startswith(START_CODE) or head == b"\x00" + START_CODE
-
-
 def split_annexb(data) -> list[bytes]:
     """The NAL units of an Annex B byte string (start codes and trailing zero bytes removed)."""
     data = bytes(data)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import enum
 import json
 import logging
@@ -113,7 +114,7 @@ class Ack:
     error_code: str | None = None
 
     @classmethod
-    def from_json(cls, obj: dict) -> "Ack":
+    def from_json(cls, obj: dict) -> Ack:
         def integer(value):
             try:
                 return int(value) if value is not None else None
@@ -329,7 +330,7 @@ class PutMediaConnection:
                 asyncio.open_connection(self.host, self.port, ssl=context,
                                         server_hostname=self.host if context else None),
                 self.connect_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise PutMediaConnectionError(
                 f"cannot connect to {self.endpoint}: no answer in {self.connect_timeout:g} s"
             ) from None
@@ -402,15 +403,13 @@ class PutMediaConnection:
     async def close(self) -> None:
         if self._read_task is not None and not self._read_task.done():
             self._read_task.cancel()
-            try:
-                await self._read_task
-            except (asyncio.CancelledError, Exception):
-                pass
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._read_task  # it records its own errors; only cancellation escapes
         if self._writer is not None:
             self._writer.close()
             try:
                 await asyncio.wait_for(self._writer.wait_closed(), 2.0)
-            except (asyncio.TimeoutError, ConnectionError, OSError, ssl.SSLError):
+            except (TimeoutError, ConnectionError, OSError, ssl.SSLError):
                 pass
             self._writer = None
 
@@ -427,7 +426,7 @@ class PutMediaConnection:
                             body += chunk
                             if len(body) > 65536:
                                 break
-                except (asyncio.TimeoutError, PutMediaConnectionError):
+                except (TimeoutError, PutMediaConnectionError):
                     pass
                 raise http_error(self.status, self.response_headers, body)
             parser = AckParser()

@@ -26,8 +26,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from consumer.wire import Track
-from consumer.wire import ebml
+from consumer.wire import Track, ebml
 
 from . import h264
 from .pattern import draw_frame
@@ -58,7 +57,7 @@ def video_track(codec_private: bytes, width: int, height: int, fps: float | None
     return Track(
         number=VIDEO_TRACK_NUMBER, type=ebml.TRACK_TYPE_VIDEO, codec_id=CODEC_ID_H264,
         codec_private=codec_private, uid=VIDEO_TRACK_NUMBER, name="video", width=width,
-        height=height, default_duration_ns=int(round(1e9 / fps)) if fps else None,
+        height=height, default_duration_ns=round(1e9 / fps) if fps else None,
     )
 
 
@@ -133,7 +132,7 @@ class H264Encoder:
 def _ms(value: int | None, time_base: Fraction | None) -> int | None:
     if value is None or time_base is None:
         return None
-    return int(round(value * time_base * 1000))
+    return round(value * time_base * 1000)
 
 
 def _stream_fps(stream) -> float | None:
@@ -212,11 +211,9 @@ class _PassReader:
             yield pts, bool(packet.is_keyframe), data
 
     def _reencode(self, offset_ms: int) -> Iterator[Packet]:
-        index = 0
-        for frame in self.container.decode(self.stream):
+        for index, frame in enumerate(self.container.decode(self.stream)):
             raw = _ms(frame.pts, frame.time_base)
             pts = self._shift(raw if raw is not None else int(index * self.frame_ms), offset_ms)
-            index += 1
             if self.encoder is None:
                 self.encoder = H264Encoder(frame.width, frame.height, self.fps or DEFAULT_FPS,
                                            self.keyframe_interval_s)
@@ -289,7 +286,7 @@ class FileSource(Source):
                 if passes == 1 and count == 0:
                     raise SourceError(f"{self.name}: no video frames")
                 return
-            offset = (reader.last_pts_ms or 0) + int(round(reader.frame_ms))
+            offset = (reader.last_pts_ms or 0) + round(reader.frame_ms)
 
     def close(self) -> None:
         if self._container is not None:
@@ -322,7 +319,7 @@ class TestPatternSource(Source):
             self.duration_ms = int(frames * 1000 / fps)
 
     def frame_pts(self, index: int) -> int:
-        return int(round(index * 1000 / self.fps))
+        return round(index * 1000 / self.fps)
 
     def __iter__(self) -> Iterator[Packet]:
         if self.epoch_ms is None:
@@ -366,13 +363,13 @@ class LiveSource(Source):
         self._container = None
 
     @classmethod
-    def rtsp(cls, url: str, **kwargs) -> "LiveSource":
+    def rtsp(cls, url: str, **kwargs) -> LiveSource:
         # TCP interleaving survives NAT and loss better than UDP; timeout is in microseconds.
         return cls(url, options={"rtsp_transport": "tcp", "timeout": "10000000"}, **kwargs)
 
     @classmethod
     def webcam(cls, device: str, width: int | None = None, height: int | None = None,
-               fps: float | None = None, **kwargs) -> "LiveSource":
+               fps: float | None = None, **kwargs) -> LiveSource:
         options = {}
         if width and height:
             options["video_size"] = f"{width}x{height}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -15,7 +16,7 @@ from producer_sim.sources import FileSource, TestPatternSource
 
 from .putmedia_fake import FakePutMedia, Script
 
-FAST = dict(realtime=False, backoff_initial_s=0.02, backoff_max_s=0.1, ack_timeout_s=5)
+FAST = {"realtime": False, "backoff_initial_s": 0.02, "backoff_max_s": 0.1, "ack_timeout_s": 5}
 
 
 def target(url: str, done_event: str = "PERSISTED") -> StreamTarget:
@@ -149,7 +150,7 @@ def test_real_time_pacing_renewal_and_producer_clock():
     assert result.status.connections >= 2
     timecodes = fake.persisted_timecodes
     assert len(timecodes) == 6 and timecodes == sorted(timecodes)
-    assert [b - a for a, b in zip(timecodes, timecodes[1:])] == [400] * 5
+    assert [b - a for a, b in itertools.pairwise(timecodes)] == [400] * 5
     # Producer timestamps are the wall clock at capture: the first frame was "now" at the start,
     # and the burned-in clock (the source's epoch) shows the same time.
     assert abs(timecodes[0] - started * 1000) < 300
@@ -180,7 +181,7 @@ def test_source_failure_is_reported():
             yield from list(super().__iter__())[:12]
             raise OSError("camera unplugged")
 
-    result, fake = push(Broken(64, 48, fps=10, frames=30, keyframe_interval_s=0.5),
+    result, _ = push(Broken(64, 48, fps=10, frames=30, keyframe_interval_s=0.5),
                         fragment_duration_ms=500)
     assert not result.ok
     assert "camera unplugged" in result.error

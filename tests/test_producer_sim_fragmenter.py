@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from consumer.wire import read_fragments, writer
@@ -36,7 +38,7 @@ def test_vogels_fragments_start_on_keyframes(vogels_packets):
         assert not any(f.keyframe for f in fragment.frames[1:])
         assert fragment.tracks == (track,)
     # Each fragment runs until the next one starts (one frame short of it).
-    for this, nxt in zip(fragments, fragments[1:]):
+    for this, nxt in itertools.pairwise(fragments):
         assert 0 < nxt.cluster_timecode - this.frames[-1].timecode <= 34
 
 

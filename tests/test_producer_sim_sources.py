@@ -72,6 +72,31 @@ def test_other_codecs_are_reencoded_with_a_fixed_gop(tmp_path):
     assert decoded[10][:, 20:30].mean() > 200 and decoded[10][:, 60:].mean() < 40
 
 
+def test_mp4_with_b_frames_is_remuxed_and_decodes_identically(tmp_path):
+    path = tmp_path / "bframes.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        stream.options = {"bframes": "3", "g": "50"}
+        for i in range(60):
+            rgb = np.zeros((120, 160, 3), np.uint8)
+            rgb[:, (i * 3) % 150:(i * 3) % 150 + 10] = 255
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    source = FileSource(path)
+    packets = list(source)
+    assert source.remuxed and len(packets) == 60
+    pts = [p.pts_ms for p in packets]
+    assert pts != sorted(pts)  # decode order, presentation timestamps
+    stored = decode_packets(source.track, [p.data for p in packets], format=None)
+    with av.open(str(path)) as container:
+        direct = [frame.to_ndarray() for frame in container.decode(video=0)]
+    assert len(stored) == len(direct) == 60
+    assert all(np.array_equal(a, b) for a, b in zip(stored, direct))
+
+
 def test_h264_reencoded_on_request_gets_a_keyframe_every_second(vogels):
     source = FileSource(vogels, reencode=True)
     packets = []
