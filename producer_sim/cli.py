@@ -41,7 +41,7 @@ PUSH_EPILOG = """\
 examples:
   # push a file once into a local service, creating the stream
   python -m producer_sim push --source clip.mkv --stream demo \\
-      --endpoint-url http://127.0.0.1:4566 --create-stream
+      --endpoint-url http://127.0.0.1:4567 --create-stream
 
   # push into real AWS (default region and credentials), 4-second fragments, at camera speed
   python -m producer_sim push --source clip.mp4 --stream lobby --fragment-duration 4 --realtime
@@ -60,7 +60,7 @@ sources (--source, repeatable; cameras take them in turn):
 examples:
   # two test-pattern cameras into a local service for 30 s
   python -m producer_sim run --source testpattern --cameras 2 --stream-prefix lobby \\
-      --endpoint-url http://127.0.0.1:4566 --create-stream --duration 30
+      --endpoint-url http://127.0.0.1:4567 --create-stream --duration 30
 
   # three cameras looping two files, named streams, until Ctrl-C
   python -m producer_sim run --source a.mkv --source b.mp4 --cameras 3 \\
@@ -111,7 +111,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     aws = parser.add_argument_group("service")
     aws.add_argument("--endpoint-url", metavar="URL",
                      help="control-plane endpoint of a local or alternative service, e.g. "
-                          "http://127.0.0.1:4566 (default: real AWS); PutMedia goes where its "
+                          "http://127.0.0.1:4567 (default: real AWS); PutMedia goes where its "
                           "GetDataEndpoint says")
     aws.add_argument("--region", help="AWS region (default: AWS_DEFAULT_REGION / your profile; "
                                       "us-east-1 with --endpoint-url)")

@@ -303,6 +303,8 @@ class PutMediaConnection:
             "Transfer-Encoding": "chunked",
             "Connection": "keep-alive",
             "x-amzn-fragment-timecode-type": self.timecode_type,
+            # The AWS producer SDKs ask for acknowledgements explicitly; so do we.
+            "x-amzn-fragment-acknowledgment-required": "1",
         }
         if self.stream_name:
             headers["x-amzn-stream-name"] = self.stream_name

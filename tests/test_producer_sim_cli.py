@@ -79,7 +79,7 @@ def test_help_lists_examples_and_exit_codes(capsys):
 
 
 def test_loopback_endpoints_need_no_credentials(no_aws_credentials):
-    aws = AwsContext("http://127.0.0.1:4566")
+    aws = AwsContext("http://127.0.0.1:4567")
     assert aws.region == "us-east-1"
     assert aws.credentials.get_frozen_credentials().access_key == "local"
     assert is_loopback("http://localhost:1") and not is_loopback("https://kvs.example.com")

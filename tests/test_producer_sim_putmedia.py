@@ -156,6 +156,7 @@ def test_request_is_signed_chunked_and_acknowledged(media):
     headers = request.headers
     assert headers["x-amzn-stream-name"] == "cam-1"
     assert headers["x-amzn-fragment-timecode-type"] == "ABSOLUTE"
+    assert headers["x-amzn-fragment-acknowledgment-required"] == "1"
     assert headers["transfer-encoding"] == "chunked"
     assert headers["content-type"] == "application/octet-stream"
     assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
