@@ -58,8 +58,10 @@ def is_loopback(endpoint_url: str | None) -> bool:
 class AwsContext:
     """Region, credentials and clients for one endpoint (None: real AWS)."""
 
-    def __init__(self, endpoint_url: str | None = None, region: str | None = None):
+    def __init__(self, endpoint_url: str | None = None, region: str | None = None,
+                 max_attempts: int = 3):
         self.endpoint_url = endpoint_url
+        self.max_attempts = max_attempts  # botocore's, per control-plane call
         session = botocore.session.get_session()
         region = region or session.get_config_variable("region")
         if not region:
@@ -82,8 +84,8 @@ class AwsContext:
         self._session = boto3.session.Session(region_name=region, **keys)
 
     def client(self, service: str = "kinesisvideo", endpoint_url: str | None = None):
-        config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5,
-                        read_timeout=30)
+        config = Config(retries={"max_attempts": self.max_attempts, "mode": "standard"},
+                        connect_timeout=5, read_timeout=30)
         try:
             return self._session.client(service, endpoint_url=endpoint_url or self.endpoint_url,
                                         region_name=self.region, config=config)

@@ -112,4 +112,4 @@ def test_prepare_stream(kvs, no_aws_credentials):
 
 def test_unreachable_endpoint(no_aws_credentials):
     with pytest.raises(StreamSetupError, match="cannot reach http://127.0.0.1:1"):
-        prepare_stream("cam", AwsContext("http://127.0.0.1:1"))
+        prepare_stream("cam", AwsContext("http://127.0.0.1:1", max_attempts=1))
