@@ -173,7 +173,9 @@ def test_get_media_now_delivers_each_new_fragment_live(kvs, source):
     clusters = read_fragments(producer_mkv(source[:4], now_ms()))
     pieces = [writer.stream_header(clusters[0].tracks)]
     pieces += [writer.cluster(f.cluster_timecode, f.frames) for f in clusters]
+    sent_at = []
     for piece in pieces:
+        sent_at.append(time.monotonic())
         camera.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
         time.sleep(0.2)
     camera.sendall(b"0\r\n\r\n")
@@ -181,6 +183,9 @@ def test_get_media_now_delivers_each_new_fragment_live(kvs, source):
         thread.join(10)
     camera.close()
     assert sorted(arrived) == sorted(persisted) and len(arrived) == 4
+    # A complete cluster is persisted at once, not when the camera's next cluster begins.
+    for index, number in enumerate(sorted(persisted)[:-1]):
+        assert persisted[number] < sent_at[index + 2], index
     delays = [arrived[n] - persisted[n] for n in persisted]
     # Pushed on persist, not polled: well under a polling interval even on a loaded machine.
     assert max(delays) < 0.25, delays

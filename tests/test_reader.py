@@ -514,3 +514,16 @@ def test_error_tags_yield_a_fragment_with_the_error():
 def test_kms_error_is_not_retryable():
     failed = only(read_fragments(error_segment("4501", "KMS_KEY_DISABLED")))
     assert failed.error.error_id == 4501 and not failed.error.retryable
+
+
+def test_cluster_ends_fragment_returns_a_producer_fragment_when_its_cluster_ends(capture):
+    """PutMedia ingest mode: a known-size cluster completes its fragment without the next one."""
+    data = capture("clusters.mkv")
+    whole = read_fragments(data)
+    second_cluster = whole[1].stream_offset
+    default, eager = FragmentReader(), FragmentReader(cluster_ends_fragment=True)
+    assert default.feed(data[:second_cluster]) == []
+    first = eager.feed(data[:second_cluster])
+    assert [len(f.frames) for f in first] == [59]
+    rest = eager.feed(data[second_cluster:]) + eager.close()
+    assert [len(f.frames) for f in first + rest] == [len(f.frames) for f in whole]

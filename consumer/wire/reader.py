@@ -40,10 +40,16 @@ class FragmentReader:
     On bytes that cannot be MKV, `feed()` raises InvalidMkvError whose `fragments` attribute holds
     the fragments completed before the bad bytes; the partial fragment is dropped. Call `resync()`
     to continue from the next EBML header.
+
+    `cluster_ends_fragment` is for producer-side MKV (PutMedia bodies): a fragment is complete as
+    soon as its cluster ends, instead of when the next cluster begins, so a camera's fragment is
+    acknowledged without waiting for the next one; Tags after a cluster then go to the next one.
     """
 
-    def __init__(self, max_element_size: int = MAX_ELEMENT_SIZE):
+    def __init__(self, max_element_size: int = MAX_ELEMENT_SIZE,
+                 cluster_ends_fragment: bool = False):
         self.max_element_size = max_element_size
+        self.cluster_ends_fragment = cluster_ends_fragment
         self.bytes_skipped = 0
         self._buf = bytearray()
         self._pos = 0  # next unparsed byte in _buf
@@ -199,6 +205,8 @@ class FragmentReader:
     def _close_master(self, element_id: int, offset: int) -> None:
         if element_id == ebml.CLUSTER:
             self._cluster_done = True
+            if self.cluster_ends_fragment:
+                self._emit(offset)
         elif self._pending is not None:  # end of segment ends its fragment
             self._emit(offset)
 

@@ -50,7 +50,7 @@ class PutMediaSession:
         self.response = response
         self.timing = timing
         self.limits = limits
-        self.reader = FragmentReader()
+        self.reader = FragmentReader(cluster_ends_fragment=True)
         self.started = time.monotonic()
         self.announced: tuple[int, int, int] | None = None  # (number, timecode, server ms)
         self.last_producer_ms: int | None = None
