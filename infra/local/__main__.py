@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 
+from .limits import Limits
 from .stack import LocalStack
 
 EXAMPLES = """examples:
@@ -38,14 +39,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retention", type=float, default=300.0, metavar="SECONDS",
                         help="how long fragments are kept (default 300; with --data-dir a "
                              "stream's DataRetentionInHours may keep them longer)")
+    parser.add_argument("--getmedia-idle", type=float, default=Limits.getmedia_idle_seconds,
+                        metavar="SECONDS",
+                        help="end a caught-up GetMedia response after this long without a new "
+                             "fragment (default %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
+    if args.getmedia_idle <= 0:
+        parser.error(f"--getmedia-idle must be a positive number of seconds, "
+                     f"got {args.getmedia_idle}")
     if args.retention <= 0:
         parser.error(f"--retention must be a positive number of seconds, got {args.retention}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stack = LocalStack(args.host, args.kvs_port, args.moto_port, args.region, args.data_dir,
-                       args.retention)
+                       args.retention, Limits(getmedia_idle_seconds=args.getmedia_idle))
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
