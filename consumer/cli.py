@@ -33,9 +33,11 @@ columns (--json uses these names as keys, with null for a missing value):
 A GetMedia error reported inside the stream is shown as '!! ...' (on stderr with --json).
 
 exit status: 0 read to the end, 1 invalid or truncated MKV (rows before the damage are still
-printed), 2 the file cannot be opened.
+printed), 2 the file (or stream) cannot be opened.
 
 examples:
+  # read a stream straight from GetMedia (here the local stack) until the response ends
+  python -m consumer inspect --stream cam-1 --endpoint-url http://127.0.0.1:4567
   # save a GetMedia response (Ctrl-C to stop), then look at it
   ENDPOINT=$(aws kinesisvideo get-data-endpoint --stream-name cam-1 --api-name GET_MEDIA \\
       --query DataEndpoint --output text)
@@ -60,8 +62,17 @@ def add_inspect(subparsers: Subparsers) -> None:
         epilog=INSPECT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("file", metavar="FILE",
+    parser.add_argument("file", metavar="FILE", nargs="?",
                         help="MKV bytes as GetMedia returns them; '-' reads standard input")
+    parser.add_argument("--stream", metavar="NAME",
+                        help="instead of FILE, call GetMedia on this Kinesis video stream")
+    parser.add_argument("--endpoint-url", metavar="URL",
+                        help="with --stream: the Kinesis Video endpoint (default: AWS)")
+    parser.add_argument("--region", help="with --stream: the AWS region (default: your config)")
+    parser.add_argument("--start", choices=("EARLIEST", "NOW"), default="EARLIEST",
+                        help="with --stream: where GetMedia starts (default %(default)s)")
+    parser.add_argument("--after", metavar="FRAGMENT_NUMBER",
+                        help="with --stream: start after this fragment (overrides --start)")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object per fragment and line, instead of a table")
     parser.add_argument("--resync", action="store_true",
@@ -70,8 +81,21 @@ def add_inspect(subparsers: Subparsers) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .inspect import inspect_file
-    return inspect_file(args.file, as_json=args.json, resync=args.resync)
+    from .inspect import inspect_file, inspect_stream
+    if (args.file is None) == (args.stream is None):
+        print("inspect: give either FILE or --stream NAME (exactly one)", file=sys.stderr)
+        return 2
+    if args.file is not None:
+        return inspect_file(args.file, as_json=args.json, resync=args.resync)
+    selector = {"StartSelectorType": args.start}
+    if args.after:
+        if not args.after.isdigit():
+            print(f"inspect: --after must be a decimal fragment number, got {args.after!r}",
+                  file=sys.stderr)
+            return 2
+        selector = {"StartSelectorType": "FRAGMENT_NUMBER", "AfterFragmentNumber": args.after}
+    return inspect_stream(args.stream, selector, args.endpoint_url, args.region,
+                          as_json=args.json, resync=args.resync)
 
 
 # One entry per subcommand; `run` and `demo` register here the same way.

@@ -134,21 +134,47 @@ def _open(path: str) -> Iterator[IO[bytes]]:
 def inspect_file(path: str, as_json: bool = False, resync: bool = False,
                  out: IO[str] | None = None, err: IO[str] | None = None) -> int:
     """Print the fragments of `path` ('-' for stdin); returns the exit status (0, 1 or 2)."""
+    name = "<stdin>" if path == "-" else path
+    return _inspect(name, lambda: _open(path), as_json, resync, out, err)
+
+
+def inspect_stream(stream_name: str, start_selector: dict, endpoint_url: str | None = None,
+                   region: str | None = None, as_json: bool = False, resync: bool = False,
+                   out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+    """Print the fragments GetMedia returns for a stream, until the response ends."""
+    from contextlib import closing
+
+    from .aws import AwsContext, open_get_media
+
+    def opener():
+        aws = AwsContext(endpoint_url, region)
+        return closing(open_get_media(aws, start_selector, stream_name=stream_name))
+    return _inspect(f"stream {stream_name}", opener, as_json, resync, out, err)
+
+
+def _inspect(name: str, opener, as_json: bool, resync: bool, out: IO[str] | None,
+             err: IO[str] | None) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from .aws import AwsSetupError
+
     out = out or sys.stdout
     err = err or sys.stderr
-    name = "<stdin>" if path == "-" else path
     printer = _Printer(out, err, as_json)
     reader = FragmentReader()
     try:
-        with _open(path) as stream:
+        with opener() as stream:
             printer.header()
             for fragment in iter_fragments(stream, chunk_size=64 * 1024, resync=resync,
                                            reader=reader):
                 printer.fragment(fragment)
     except BrokenPipeError:
-        raise  # our reader went away (`| head`): not a problem with the file
+        raise  # our reader went away (`| head`): not a problem with the input
     except OSError as error:
         print(f"inspect: cannot read {name}: {error.strerror or error}", file=err)
+        return 2
+    except (AwsSetupError, ClientError, BotoCoreError) as error:
+        print(f"inspect: cannot read {name}: {error}", file=err)
         return 2
     except MkvError as error:
         invalid = isinstance(error, InvalidMkvError)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,34 @@ def test_help_teaches_with_an_example():
     assert result.returncode == 0
     text = result.stdout.decode()
     assert "python -m consumer inspect" in text and "--json" in text and "--resync" in text
+
+
+def test_inspect_reads_a_stream_straight_from_get_media(capture):
+    """--stream: GetDataEndpoint + GetMedia against the local service, rows for what was pushed."""
+    from consumer.wire import read_fragments
+    from infra.local.kvs_service import LocalKvsService
+    from infra.local.limits import Limits
+
+    from .kvs_wire_helpers import producer_mkv, put_media
+
+    source = read_fragments(capture("clusters.mkv"))[:3]
+    with LocalKvsService(limits=Limits(getmedia_idle_seconds=0.5)) as kvs:
+        import boto3
+        boto3.client("kinesisvideo", endpoint_url=kvs.endpoint_url, region_name="us-east-1",
+                     aws_access_key_id="x", aws_secret_access_key="y").create_stream(
+            StreamName="cam-1")
+        put_media(kvs.endpoint_url, "cam-1", producer_mkv(source, int(time.time() * 1000)))
+        result = subprocess.run(
+            [sys.executable, "-m", "consumer", "inspect", "--json", "--stream", "cam-1",
+             "--endpoint-url", kvs.endpoint_url], capture_output=True, text=True, timeout=60)
+        missing = subprocess.run(
+            [sys.executable, "-m", "consumer", "inspect", "--stream", "nope",
+             "--endpoint-url", kvs.endpoint_url], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["frames"] for row in rows] == [59, 59, 59]
+    assert all(row["continuation_token"] == row["fragment_number"] for row in rows)
+    assert missing.returncode == 2 and "ResourceNotFoundException" in missing.stderr
+    both = subprocess.run([sys.executable, "-m", "consumer", "inspect", "x.mkv", "--stream", "a"],
+                          capture_output=True, text=True, timeout=60)
+    assert both.returncode == 2 and "exactly one" in both.stderr

@@ -1,0 +1,86 @@
+"""Region, credentials and boto3 clients for one AWS endpoint: real AWS, or the local stack.
+
+Shared by the consumer and the camera simulator so both resolve settings the same way: the
+standard botocore chain first; for a loopback endpoint (the local stack), which checks no
+signature, placeholder credentials and us-east-1 when none are configured.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import Credentials
+from botocore.exceptions import NoRegionError
+
+LOCAL_REGION = "us-east-1"
+
+
+class AwsSetupError(Exception):
+    """No region or credentials for the endpoint asked for."""
+
+
+def is_loopback(endpoint_url: str | None) -> bool:
+    if not endpoint_url:
+        return False
+    host = urlsplit(endpoint_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AwsContext:
+    """Region, credentials and clients for one endpoint (None: real AWS)."""
+
+    def __init__(self, endpoint_url: str | None = None, region: str | None = None,
+                 max_attempts: int = 3):
+        self.endpoint_url = endpoint_url
+        self.max_attempts = max_attempts  # botocore's, per call
+        session = botocore.session.get_session()
+        region = region or session.get_config_variable("region")
+        if not region:
+            if not endpoint_url:
+                raise AwsSetupError("no AWS region: pass --region or set AWS_DEFAULT_REGION")
+            region = LOCAL_REGION
+        self.region = region
+        credentials = session.get_credentials()
+        keys = {}
+        if credentials is None:
+            if not is_loopback(endpoint_url):
+                raise AwsSetupError(
+                    "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                    "AWS_PROFILE, or configure ~/.aws/credentials")
+            # A local service does not check who signs; any key will do.
+            credentials = Credentials("local", "local")
+            keys = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+        self.credentials = credentials
+        self._session = boto3.session.Session(region_name=region, **keys)
+
+    def client(self, service: str = "kinesisvideo", endpoint_url: str | None = None,
+               read_timeout: float = 30):
+        config = Config(retries={"max_attempts": self.max_attempts, "mode": "standard"},
+                        connect_timeout=5, read_timeout=read_timeout)
+        try:
+            return self._session.client(service, endpoint_url=endpoint_url or self.endpoint_url,
+                                        region_name=self.region, config=config)
+        except NoRegionError:
+            raise AwsSetupError("no AWS region: pass --region or set AWS_DEFAULT_REGION") from None
+
+
+def open_get_media(aws: AwsContext, start_selector: dict, stream_name: str | None = None,
+                   stream_arn: str | None = None):
+    """GetMedia as AWS requires it: GetDataEndpoint first, then the media client there.
+
+    Returns the response's streaming Payload.
+    """
+    target = {"StreamName": stream_name} if stream_name else {"StreamARN": stream_arn}
+    endpoint = aws.client("kinesisvideo").get_data_endpoint(APIName="GET_MEDIA", **target)
+    media = aws.client("kinesis-video-media", endpoint_url=endpoint["DataEndpoint"],
+                       read_timeout=120)
+    return media.get_media(StartSelector=start_selector, **target)["Payload"]
