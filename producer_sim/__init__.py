@@ -2,5 +2,7 @@
 Streams through PutMedia, as real cameras running the KVS producer SDK do.
 
 Modules: `sources` (video packets), `fragmenter` (packets to fragments), `putmedia` (the PutMedia
-client), `control` (stream creation and endpoints), `camera` (one camera's loop), `cli`.
+client), `acks` (PutMedia acknowledgements and their error ids), `control` (stream creation and
+endpoints), `capture` (a camera's capture thread), `camera` (one camera's loop), `status` (what a
+camera reports), `cli`.
 """

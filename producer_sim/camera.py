@@ -1,18 +1,19 @@
 """One camera: source -> fragmenter -> PutMedia sessions, until the source ends or it is stopped.
 
-A capture thread reads the source (PyAV decodes/encodes outside the event loop), paces it in real
-time unless asked to go as fast as possible, gives each packet its wall-clock producer timestamp,
-cuts fragments and encodes their clusters. The event loop sends them over a PutMedia connection
-and reads the acknowledgements on the same connection:
+A capture thread (`capture`) reads the source (PyAV decodes/encodes outside the event loop), paces
+it in real time unless asked to go as fast as possible, gives each packet its wall-clock producer
+timestamp, cuts fragments and encodes their clusters. The event loop sends them over a PutMedia
+connection and reads the acknowledgements on the same connection:
 
 * PERSISTED (or RECEIVED for a stream without retention) retires a fragment;
-* an ERROR ack is logged with its id and handled by type (`putmedia.ErrorAction`): a rejected
+* an ERROR ack is logged with its id and handled by type (`acks.ErrorAction`): a rejected
   fragment is dropped and counted; a transient error reconnects with exponential backoff and
   jitter, and every fragment not yet retired is sent again on the new connection;
 * a connection is renewed before AWS's 45-minute limit, and after any failure.
 
 Fragments not yet retired stay in memory, at most `max_pending_fragments`: beyond that, a real-time
 camera drops the oldest (as the producer SDK does) and an as-fast-as-possible push waits.
+What the camera reports, live and at the end, is in `status`.
 """
 
 from __future__ import annotations
@@ -24,28 +25,24 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from consumer.wire import Fragment, Track, writer
+from consumer.wire import Track, writer
 
+from .acks import Ack, AckEvent, ErrorAction
+from .capture import SOURCE_END, Capture, PendingFragment, SourceFailed
 from .control import StreamTarget
-from .fragmenter import DEFAULT_FRAGMENT_DURATION_MS, Fragmenter, encode_cluster
+from .fragmenter import DEFAULT_FRAGMENT_DURATION_MS
 from .putmedia import (
     DEFAULT_MAX_CONNECTION_S,
-    Ack,
-    AckEvent,
-    ErrorAction,
     PutMediaConnection,
     PutMediaConnectionError,
     PutMediaError,
 )
 from .sources import Source
+from .status import CameraResult, CameraStatus, Rejection
 
 log = logging.getLogger(__name__)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
@@ -79,99 +76,7 @@ class AckError(PutMediaError):
         return self.ack.error_id == 4003
 
 
-@dataclass
-class PendingFragment:
-    timecode: int
-    data: bytes
-    frames: int
-    track: Track | None
-    sends: int = 0
-    state: str = "new"  # new, sent, BUFFERING, RECEIVED
-    sent_at: float = 0.0
-
-
-@dataclass
-class Rejection:
-    timecode: int
-    error_id: int | None
-    error_code: str
-
-
-@dataclass
-class CameraStatus:
-    """Live counters, read by the status line (from the event loop's thread)."""
-
-    name: str
-    stream: str
-    state: str = "starting"
-    fragments: int = 0  # cut from the source
-    frames: int = 0
-    sent: int = 0  # distinct fragments written to a connection
-    resent: int = 0
-    persisted: int = 0
-    rejected: int = 0
-    dropped: int = 0
-    errors: int = 0  # error acks and failed connections
-    connections: int = 0
-    bytes_sent: int = 0
-    last_error: str = ""
-    last_fragment_number: str | None = None
-    started: float = field(default_factory=time.monotonic)
-    _window: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
-
-    def add_bytes(self, count: int) -> None:
-        self.bytes_sent += count
-        self._window.append((time.monotonic(), count))
-
-    def bitrate(self, window_s: float = 5.0) -> float:
-        """Bits per second sent over the last `window_s` seconds."""
-        now = time.monotonic()
-        recent = sum(n for t, n in self._window if now - t <= window_s)
-        span = min(window_s, max(now - self.started, 1e-3))
-        return recent * 8 / span
-
-    def line(self) -> str:
-        text = (f"{self.name:<10} {self.stream:<24} {self.state:<10} sent {self.sent:>5} "
-                f"persisted {self.persisted:>5} errors {self.errors:>3} "
-                f"{self.bitrate() / 1e6:6.2f} Mbit/s")
-        if self.rejected or self.dropped:
-            text += f" rejected {self.rejected} dropped {self.dropped}"
-        if self.last_error and self.state in ("backoff", "failed"):
-            text += f"  [{self.last_error[:80]}]"
-        return text
-
-
-@dataclass
-class CameraResult:
-    ok: bool
-    status: CameraStatus
-    rejections: list[Rejection]
-    error: str | None = None
-    unacknowledged: int = 0
-    interrupted: bool = False
-
-    def summary(self) -> str:
-        s = self.status
-        text = (f"{s.name}: {s.persisted}/{s.fragments} fragments ({s.frames} frames) persisted "
-                f"to {s.stream}, {s.bytes_sent / 1e6:.1f} MB sent over {s.connections} "
-                f"connection(s), {s.errors} error(s)")
-        if s.rejected:
-            text += f", {s.rejected} rejected"
-        if s.dropped:
-            text += f", {s.dropped} dropped"
-        if self.unacknowledged:
-            text += f", {self.unacknowledged} not acknowledged"
-        if self.error:
-            text += f": {self.error}"
-        return text
-
-
-_SOURCE_END = object()
 END_GRACE_S = 2.0
-
-
-class _SourceFailed(Exception):
-    pass
 
 
 class Camera:
@@ -214,72 +119,6 @@ class Camera:
         if self._wake is not None:
             self._wake.set()
 
-    # --- capture (thread) ------------------------------------------------------------------
-
-    def _capture(self, loop: asyncio.AbstractEventLoop) -> None:
-        config = self.config
-        source = self.source
-        fragmenter = Fragmenter(None, config.fragment_duration_ms)
-        base: int | None = None
-        if not source.live:
-            # Producer timestamps come from the wall clock. In real time, pts 0 is now; as fast
-            # as possible, the recording is placed so that it ends now (no future timestamps).
-            # A source that defines its own epoch (the test pattern burns it in) keeps it.
-            if source.epoch_ms is None:
-                source.epoch_ms = now_ms() - (0 if config.realtime else (source.duration_ms or 0))
-            base = source.epoch_ms
-        try:
-            for packet in source:
-                if self._stop.is_set():
-                    break
-                if base is None:
-                    base = now_ms() - packet.pts_ms
-                timecode = base + packet.pts_ms
-                if config.realtime and not source.live:
-                    delay = (timecode - now_ms()) / 1000
-                    if delay > 0 and self._stop.wait(delay):
-                        break
-                for fragment in fragmenter.add(timecode, packet.keyframe, packet.data,
-                                               source.track):
-                    self._deliver(loop, fragment)
-        except Exception as err:  # noqa: BLE001 - any source failure: report it, end cleanly
-            log.error("%s: source %s failed: %s", self.name, source.name, err)
-            self._deliver(loop, _SourceFailed(f"source {source.name}: {err}"))
-        try:
-            # The fragment in progress starts on a keyframe: it is valid, send it.
-            for fragment in fragmenter.flush():
-                self._deliver(loop, fragment)
-        finally:
-            self._deliver(loop, _SOURCE_END)
-            try:
-                source.close()
-            except Exception as err:  # noqa: BLE001 - closing is best effort
-                log.debug("%s: closing %s: %s", self.name, source.name, err)
-
-    def _deliver(self, loop: asyncio.AbstractEventLoop, item) -> None:
-        if isinstance(item, Fragment):
-            track = item.tracks[0] if item.tracks else None
-            item = PendingFragment(item.cluster_timecode, encode_cluster(item), len(item.frames),
-                                   track)
-        queue = self._queue
-        assert queue is not None
-        if self.config.realtime:  # unbounded queue: never blocks the capture
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # loop closed
-                pass
-            return
-        # As fast as possible: block this thread while the queue is full (backpressure).
-        future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
-        while True:
-            try:
-                future.result(timeout=0.5)
-                return
-            except TimeoutError:
-                if self._stop.is_set() and loop.is_closed():
-                    future.cancel()
-                    return
-
     # --- event loop ------------------------------------------------------------------------
 
     async def run(self) -> CameraResult:
@@ -287,7 +126,8 @@ class Camera:
         self._queue = asyncio.Queue(maxsize=0 if self.config.realtime else 4)
         self._acked = asyncio.Event()
         self._wake = asyncio.Event()
-        thread = threading.Thread(target=self._capture, args=(loop,), name=f"capture-{self.name}",
+        capture = Capture(self.name, self.source, self.config, self._queue, self._stop)
+        thread = threading.Thread(target=capture.run, args=(loop,), name=f"capture-{self.name}",
                                   daemon=True)
         thread.start()
         failures = 0
@@ -383,10 +223,10 @@ class Camera:
 
     def _admit(self, item) -> bool:
         """Take one item from the capture queue into the pending set. False: nothing more comes."""
-        if item is _SOURCE_END:
+        if item is SOURCE_END:
             self._source_done = True
             return False
-        if isinstance(item, _SourceFailed):
+        if isinstance(item, SourceFailed):
             self._source_error = str(item)
             return True
         self.status.fragments += 1
@@ -493,7 +333,7 @@ class Camera:
                 continue
             if not self._admit(item):
                 break
-            if isinstance(item, _SourceFailed):
+            if isinstance(item, SourceFailed):
                 continue
             if item.track is not None and item.track != self._track:
                 log.info("%s: codec settings changed; starting a new connection", self.name)

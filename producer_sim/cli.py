@@ -10,10 +10,11 @@ import signal
 import sys
 import time
 
-from .camera import Camera, CameraConfig, CameraResult, CameraStatus
+from .camera import Camera, CameraConfig
 from .control import DEFAULT_RETENTION_HOURS, AwsContext, StreamSetupError, prepare_stream
 from .fragmenter import KVS_MAX_FRAGMENT_MS
 from .sources import FileSource, SourceError, open_source
+from .status import CameraResult, CameraStatus
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1  # streaming failed: some fragment was not persisted

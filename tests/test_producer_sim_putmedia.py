@@ -10,15 +10,12 @@ import pytest
 from botocore.credentials import Credentials
 
 from consumer.wire import writer
+from producer_sim.acks import Ack, AckParser, ErrorAction, ack_error_action
 from producer_sim.fragmenter import encode_cluster, fragment_packets
 from producer_sim.putmedia import (
-    Ack,
-    AckParser,
-    ErrorAction,
     PutMediaConnection,
     PutMediaConnectionError,
     PutMediaHttpError,
-    ack_error_action,
     http_error,
 )
 from producer_sim.sources import TestPatternSource
