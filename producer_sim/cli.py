@@ -11,7 +11,7 @@ import sys
 import time
 
 from .camera import Camera, CameraConfig
-from .control import DEFAULT_RETENTION_HOURS, AwsContext, StreamSetupError, prepare_stream
+from .control import DEFAULT_RETENTION_HOURS, AwsContext, AwsSetupError, prepare_stream
 from .fragmenter import KVS_MAX_FRAGMENT_MS
 from .sources import FileSource, SourceError, open_source
 from .status import CameraResult, CameraStatus
@@ -261,7 +261,7 @@ def cmd_push(args) -> int:
         aws = AwsContext(args.endpoint_url, args.region)
         target = prepare_stream(args.stream, aws, create=args.create_stream,
                                 retention_hours=args.retention_hours)
-    except StreamSetupError as err:
+    except AwsSetupError as err:
         _error(str(err))
         return EXIT_SETUP
     how = "as fast as possible" if not args.realtime else "in real time"
@@ -362,7 +362,7 @@ def cmd_run(args) -> int:
         aws = AwsContext(args.endpoint_url, args.region)
         targets = [prepare_stream(name, aws, create=args.create_stream,
                                   retention_hours=args.retention_hours) for name in streams]
-    except StreamSetupError as err:
+    except AwsSetupError as err:
         _error(str(err))
         return EXIT_SETUP
     config = CameraConfig(fragment_duration_ms=int(args.fragment_duration * 1000),

@@ -7,26 +7,24 @@ GetDataEndpoint(APIName=PUT_MEDIA) says, as AWS requires.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-import boto3
-import botocore.session
-from botocore.config import Config
-from botocore.credentials import Credentials
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoRegionError
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from consumer.aws import AwsContext, AwsSetupError, is_loopback
+
+__all__ = ["AwsContext", "AwsSetupError", "StreamSetupError", "StreamTarget", "is_loopback",
+           "prepare_stream"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_HOURS = 24
-LOCAL_REGION = "us-east-1"
 
 
-class StreamSetupError(Exception):
-    """The stream cannot be used: missing, not active, no credentials, endpoint unreachable."""
+class StreamSetupError(AwsSetupError):
+    """The stream cannot be used: missing, not active, or its endpoint unreachable."""
 
 
 @dataclass(frozen=True)
@@ -41,56 +39,6 @@ class StreamTarget:
     # sends PERSISTED only when the stream keeps data).
     done_event: str = "PERSISTED"
     stream_arn: str | None = None
-
-
-def is_loopback(endpoint_url: str | None) -> bool:
-    if not endpoint_url:
-        return False
-    host = urlsplit(endpoint_url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class AwsContext:
-    """Region, credentials and clients for one endpoint (None: real AWS)."""
-
-    def __init__(self, endpoint_url: str | None = None, region: str | None = None,
-                 max_attempts: int = 3):
-        self.endpoint_url = endpoint_url
-        self.max_attempts = max_attempts  # botocore's, per control-plane call
-        session = botocore.session.get_session()
-        region = region or session.get_config_variable("region")
-        if not region:
-            if endpoint_url:
-                region = LOCAL_REGION
-            else:
-                raise StreamSetupError("no AWS region: pass --region or set AWS_DEFAULT_REGION")
-        self.region = region
-        credentials = session.get_credentials()
-        keys = {}
-        if credentials is None:
-            if not is_loopback(endpoint_url):
-                raise StreamSetupError(
-                    "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-                    "AWS_PROFILE, or configure ~/.aws/credentials")
-            # A local service does not check who signs; any key will do.
-            credentials = Credentials("local", "local")
-            keys = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
-        self.credentials = credentials
-        self._session = boto3.session.Session(region_name=region, **keys)
-
-    def client(self, service: str = "kinesisvideo", endpoint_url: str | None = None):
-        config = Config(retries={"max_attempts": self.max_attempts, "mode": "standard"},
-                        connect_timeout=5, read_timeout=30)
-        try:
-            return self._session.client(service, endpoint_url=endpoint_url or self.endpoint_url,
-                                        region_name=self.region, config=config)
-        except NoRegionError:
-            raise StreamSetupError("no AWS region: pass --region or set AWS_DEFAULT_REGION") from None
 
 
 def _error_code(err: ClientError) -> str:

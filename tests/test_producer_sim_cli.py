@@ -8,7 +8,8 @@ import pytest
 
 from infra.local.kvs_service import LocalKvsService
 from producer_sim import cli
-from producer_sim.control import AwsContext, StreamSetupError, is_loopback, prepare_stream
+from producer_sim.control import (AwsContext, AwsSetupError, StreamSetupError, is_loopback,
+                                  prepare_stream)
 
 
 @pytest.fixture
@@ -86,9 +87,9 @@ def test_loopback_endpoints_need_no_credentials(no_aws_credentials):
 
 
 def test_real_aws_needs_credentials_and_region(no_aws_credentials, monkeypatch):
-    with pytest.raises(StreamSetupError, match="no AWS region"):
+    with pytest.raises(AwsSetupError, match="no AWS region"):
         AwsContext(None)
-    with pytest.raises(StreamSetupError, match="no AWS credentials found"):
+    with pytest.raises(AwsSetupError, match="no AWS credentials found"):
         AwsContext(None, region="eu-west-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKID")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "SECRET")
