@@ -1,0 +1,291 @@
+"""The consumer's configuration: YAML in, typed and validated once at start, passed down.
+
+Every key can be overridden by an environment variable named after its path: KVSA_ then the
+section and key names in upper case joined by double underscores, e.g.
+KVSA_OUTPUTS__S3__BUCKET=my-bucket or KVSA_STREAMS__NAMES='[cam-1, cam-2]' (values are YAML).
+Unknown keys, in the file or the environment, are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "KVSA_"
+STREAM_NAME = re.compile(r"^[a-zA-Z0-9_.\-]{1,256}$")
+STREAM_ARN = re.compile(r"^arn:aws[a-z\-]*:kinesisvideo:[a-z0-9\-]+:[0-9]{12}:stream/"
+                        r"[a-zA-Z0-9_.\-]{1,256}/[0-9]+$")
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+KEY_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/\-]*$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class SamplingMode(str, Enum):
+    ALL = "all"  # every frame
+    FPS = "fps"  # a target analysis rate
+    KEYFRAMES = "keyframes"  # keyframes only; other frames are not decoded
+
+
+class LagPolicy(str, Enum):
+    LOSSLESS = "lossless"  # backpressure reaches GetMedia
+    REALTIME = "realtime"  # analysis skips stale frames; checkpoints still advance in order
+
+
+class StartPosition(str, Enum):
+    NOW = "NOW"
+    EARLIEST = "EARLIEST"
+
+
+class FrameSelection(str, Enum):
+    NONE = "none"
+    ALL = "all"  # every analysed frame
+    PERSONS = "persons"  # analysed frames with at least one person
+    THUMBNAIL = "thumbnail"  # one per fragment
+
+
+class Sampling(Model):
+    mode: SamplingMode = SamplingMode.FPS
+    fps: float = Field(2.0, gt=0, le=120, description="analysed frames per second (mode fps)")
+
+
+class StreamSettings(Model):
+    """Per-stream behaviour; `streams.overrides.<name>` may change any of it for one stream."""
+
+    sampling: Sampling = Sampling()
+    policy: LagPolicy = LagPolicy.LOSSLESS
+    max_lag_seconds: float = Field(5.0, gt=0, description="realtime: frames older are skipped")
+    frames: FrameSelection = FrameSelection.PERSONS
+    annotate: bool = True
+
+
+class StreamOverride(Model):
+    sampling: Sampling | None = None
+    policy: LagPolicy | None = None
+    max_lag_seconds: float | None = Field(None, gt=0)
+    frames: FrameSelection | None = None
+    annotate: bool | None = None
+
+
+class Streams(Model):
+    names: list[str] = Field(default_factory=list, description="stream names or ARNs")
+    prefix: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    relist_seconds: float = Field(60.0, gt=0)
+    start: StartPosition = StartPosition.NOW
+    defaults: StreamSettings = StreamSettings()
+    overrides: dict[str, StreamOverride] = Field(default_factory=dict)
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not (STREAM_NAME.match(name) or STREAM_ARN.match(name)):
+                raise ValueError(f"{name!r} is neither a stream name ([a-zA-Z0-9_.-], 1-256) "
+                                 "nor a Kinesis Video stream ARN")
+        return names
+
+    @model_validator(mode="after")
+    def _some_streams(self) -> "Streams":
+        if not self.names and self.prefix is None and not self.tags:
+            raise ValueError("give streams.names, streams.prefix or streams.tags")
+        return self
+
+    def settings_for(self, name: str) -> StreamSettings:
+        override = self.overrides.get(name)
+        if override is None:
+            return self.defaults
+        changes = override.model_dump(exclude_none=True)
+        return self.defaults.model_copy(update={k: getattr(override, k) for k in changes})
+
+
+class Aws(Model):
+    region: str | None = None
+    # Endpoint URLs for the local stack (python -m infra.local); empty means real AWS.
+    endpoints: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _known_services(cls, endpoints: dict[str, str]) -> dict[str, str]:
+        known = {"kinesisvideo", "s3", "kinesis", "dynamodb", "region"}
+        for service in endpoints:
+            if service not in known:
+                raise ValueError(f"unknown service {service!r}; expected one of {sorted(known)}")
+        return endpoints
+
+
+class Pose(Model):
+    enabled: bool = True
+    model: str = "pose_landmarker_full.task"
+    models_dir: Path = Path("~/.cache/kvs-analytics/models")
+    num_poses: int = Field(4, ge=1, le=32)
+    min_detection_confidence: float = Field(0.5, ge=0, le=1)
+    min_presence_confidence: float = Field(0.5, ge=0, le=1)
+    min_tracking_confidence: float = Field(0.5, ge=0, le=1)
+    download: bool = True  # fetch a missing model from Google's published URL once
+
+
+class Processing(Model):
+    pose: Pose = Pose()
+    batch_size: int = Field(8, ge=1, le=256)
+    batch_wait_ms: float = Field(20.0, ge=0)
+    queue_frames: int = Field(64, ge=1, description="frames waiting for analysis, all streams")
+
+
+class KinesisOutput(Model):
+    stream: str
+    linger_ms: float = Field(200.0, ge=0)
+    max_retries: int = Field(8, ge=0)
+    dedupe_on_resume: bool = True
+
+
+class S3Output(Model):
+    bucket: str
+    prefix: str = ""
+    jpeg_quality: int = Field(85, ge=10, le=100)
+    pose_sequences: bool = True
+    upload_concurrency: int = Field(8, ge=1, le=64)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, bucket: str) -> str:
+        if not BUCKET.match(bucket):
+            raise ValueError(f"{bucket!r} is not a valid S3 bucket name")
+        return bucket
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        if not KEY_PREFIX.match(prefix) or ".." in prefix:
+            raise ValueError(f"{prefix!r} is not a safe S3 key prefix")
+        return prefix.strip("/")
+
+
+class Outputs(Model):
+    kinesis: KinesisOutput
+    s3: S3Output | None = None
+
+
+class Checkpoint(Model):
+    table: str = "kvs-analytics-checkpoints"
+    worker_id: str = Field(default_factory=socket.gethostname)
+    min_interval_seconds: float = Field(1.0, ge=0)
+
+
+class Logging(Model):
+    level: str = "INFO"
+    status_seconds: float = Field(10.0, gt=0)
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, level: str) -> str:
+        if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return level.upper()
+
+
+class Config(Model):
+    aws: Aws = Aws()
+    streams: Streams
+    processing: Processing = Processing()
+    outputs: Outputs
+    checkpoint: Checkpoint = Checkpoint()
+    logging: Logging = Logging()
+    shutdown_seconds: float = Field(8.0, gt=0, description="drain budget after SIGTERM")
+
+
+def load_config(path: str | Path | None = None, data: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Read YAML (a file or a mapping), apply KVSA_ environment overrides, validate."""
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    else:
+        raw = dict(data or {})
+    raw = _apply_environment(raw, os.environ if environ is None else environ)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None
+
+
+def _apply_environment(raw: dict, environ: Mapping[str, str]) -> dict:
+    merged = _deep_copy(raw)
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        if not all(path):
+            raise ConfigError(f"environment variable {name}: empty key in its path")
+        _check_path(path, name)
+        node = merged
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name}: {part} is not a section")
+        try:
+            node[path[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            node[path[-1]] = value
+    return merged
+
+
+def _check_path(path: list[str], variable: str) -> None:
+    """Reject an override whose key does not exist, naming the variable and the key."""
+    model: Any = Config
+    for depth, part in enumerate(path):
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            return  # inside a free-form mapping (tags, endpoints, overrides)
+        if part not in fields:
+            where = ".".join(path[:depth + 1])
+            raise ConfigError(f"environment variable {variable}: unknown key {where}")
+        model = _model_of(fields[part].annotation)
+
+
+def _model_of(annotation) -> Any:
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for problem in err.errors():
+        key = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif problem["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{key}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _deep_copy(value):
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value

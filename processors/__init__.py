@@ -1,0 +1,1 @@
+"""Analysis: processors take batches of decoded frames and return typed results."""
