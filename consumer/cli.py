@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeAlias
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -98,8 +99,69 @@ def _inspect(args: argparse.Namespace) -> int:
                           as_json=args.json, resync=args.resync)
 
 
-# One entry per subcommand; `run` and `demo` register here the same way.
-COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_inspect,)
+RUN_EPILOG = """\
+The configuration is YAML; every key can be overridden by an environment variable named
+KVSA_<SECTION>__<KEY> (e.g. KVSA_OUTPUTS__S3__BUCKET=my-bucket); values are YAML. Unknown keys
+are errors. See the README's configuration reference.
+
+minimal config:
+  streams:
+    names: [cam-1, cam-2]          # or prefix: lobby-   or tags: {site: hq}
+  outputs:
+    kinesis: {stream: video-analytics}
+    s3: {bucket: my-video-analytics}
+
+SIGTERM or Ctrl-C stops reading, drains, flushes and checkpoints (a second one exits at once).
+exit status: 0 clean shutdown, 2 bad configuration, 3 a model, table or endpoint unavailable."""
+
+
+def add_run(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run", help="run the consumer: GetMedia -> decode -> pose -> Kinesis + S3, checkpointed",
+        description="Read every configured Kinesis video stream, analyse the video, and deliver "
+                    "records to Kinesis Data Streams and frames and pose sequences to S3, "
+                    "checkpointed in DynamoDB, until stopped.",
+        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, metavar="FILE", help="YAML configuration")
+    parser.set_defaults(handler=lambda args: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .run import run
+    return run(args.config)
+
+
+def add_demo(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="the whole pipeline on the embedded local stack, no AWS account",
+        description="Start the local stack, simulated cameras looping a clip with a person in "
+                    "it, and the consumer with the pose model; print a live status, then a "
+                    "per-camera summary of what was delivered.",
+        epilog="example:\n  python -m consumer demo --seconds 30 --cameras 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .demo import DEFAULT_CLIP, DEFAULT_MODELS
+    parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP,
+                        help="video the cameras loop (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=40.0,
+                        help="how long the cameras stream (default %(default)s)")
+    parser.add_argument("--cameras", type=int, default=2, help="simulated cameras (default 2)")
+    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS,
+                        help="folder holding pose_landmarker_full.task (default: %(default)s)")
+    parser.add_argument("--output", type=Path, default=Path("demo-output"),
+                        help="where to copy records and sample objects (default %(default)s)")
+    parser.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.seconds <= 0 or not 1 <= args.cameras <= 16:
+        print("demo: --seconds must be > 0 and --cameras 1 to 16", file=sys.stderr)
+        return 2
+    from .demo import run_demo
+    return run_demo(args.clip, args.seconds, args.cameras, args.output, args.models_dir)
+
+
+# One entry per subcommand.
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_inspect, add_run, add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

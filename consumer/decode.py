@@ -44,24 +44,30 @@ class DecodeError(Exception):
 
 @dataclass
 class _Sampler:
-    """Chooses which frame times to analyse."""
+    """Chooses which frames of a fragment to analyse.
+
+    The fps schedule restarts at each fragment's first frame, so the frames chosen depend on the
+    fragment alone: a replay after a crash analyses the same frames, with the same record ids.
+    """
 
     sampling: Sampling
-    next_time: float | None = None
+    next_offset: float = 0.0
 
-    def take(self, time: float, keyframe: bool) -> bool:
+    def start_fragment(self) -> None:
+        self.next_offset = 0.0
+
+    def take(self, offset: float, keyframe: bool) -> bool:
         mode = self.sampling.mode
         if mode is SamplingMode.ALL:
             return True
         if mode is SamplingMode.KEYFRAMES:
             return keyframe
-        interval = 1.0 / self.sampling.fps
-        restart = self.next_time is None or time < self.next_time - 60  # producer clock jumped
-        if not restart and time < self.next_time:
+        if offset + 1e-6 < self.next_offset:
             return False
-        # Keep the schedule on its grid unless we fell more than a period behind it.
-        on_grid = not restart and time < self.next_time + interval
-        self.next_time = (self.next_time if on_grid else time) + interval
+        interval = 1.0 / self.sampling.fps
+        # stay on the grid unless a gap in the video left us more than a period behind it
+        on_grid = offset < self.next_offset + interval
+        self.next_offset = (self.next_offset if on_grid else offset) + interval
         return True
 
 
@@ -105,14 +111,15 @@ class StreamDecoder:
                 self._context.flush_buffers()
         self.frames_decoded += len(decoded)
         keyframe_times = {f.timecode for f in video if f.keyframe}
-        for picture in decoded:
+        self._sampler.start_fragment()
+        for picture in sorted(decoded, key=lambda p: p.pts):
             timecode = picture.pts
             index = index_of.get(timecode)
             if index is None:
                 continue  # a frame the container did not list: cannot be placed, skip it
             offset = fragment.frame_offset(video[index])
             keyframe = timecode in keyframe_times
-            if not self._sampler.take(base_time + offset, keyframe):
+            if not self._sampler.take(offset, keyframe):
                 continue
             source = FrameSource(self.stream_name, self.stream_arn,
                                  fragment.fragment_number or 0,

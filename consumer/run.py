@@ -1,0 +1,65 @@
+"""`python -m consumer run --config FILE`: the long-running consumer.
+
+Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for a configuration error, 3 when a
+dependency (model, table, AWS) cannot be set up. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+from consumer.config import Config, ConfigError, load_config
+
+log = logging.getLogger("consumer")
+
+
+def build_processor(config: Config):
+    from processors.pose import PoseProcessor
+    if not config.processing.pose.enabled:
+        raise ConfigError("processing.pose.enabled is false and no other processor is configured")
+    return PoseProcessor(config.processing.pose, max_batch=config.processing.batch_size)
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    def handle(signum, _frame):
+        if stop.is_set():
+            os._exit(128 + signum)  # second signal: leave now
+        log.info("%s received: stopping (again to exit at once)", signal.Signals(signum).name)
+        stop.set()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handle)
+
+
+def run(config_path: str | None, stop: threading.Event | None = None) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as err:
+        print(f"consumer: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.logging.level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from consumer.service import ConsumerService
+    from processors.models import ModelNotFoundError
+    stop = stop or threading.Event()
+    install_signal_handlers(stop)
+    try:
+        processor = build_processor(config)
+    except (ModelNotFoundError, ConfigError) as err:
+        print(f"consumer: {err}", file=sys.stderr)
+        return 3
+    try:
+        service = ConsumerService(config, processor).start()
+    except Exception as err:
+        print(f"consumer: cannot start: {err}", file=sys.stderr)
+        processor.close()
+        return 3
+    try:
+        service.run(stop)
+    finally:
+        service.shutdown()
+        processor.close()
+    return 0
