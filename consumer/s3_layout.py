@@ -1,0 +1,128 @@
+"""Where the consumer's objects live in S3, and the metadata they carry.
+
+Keys use Hive-style partitions so Athena, Glue, Spark and DuckDB prune by stream and date
+without a crawler (`WHERE stream = 'cam-1' AND date = '2024-05-01'` reads one folder):
+
+    {prefix}/frames/stream={stream}/date={YYYY-MM-DD}/{fragment_number}/{frame_index:05d}.jpg
+    {prefix}/frames/stream={stream}/date={YYYY-MM-DD}/{fragment_number}/{frame_index:05d}-annotated.jpg
+    {prefix}/poses/stream={stream}/date={YYYY-MM-DD}/{fragment_number}.parquet
+    {prefix}/clips/stream={stream}/date={YYYY-MM-DD}/{fragment_number}.{ext}
+
+Keys are pure functions of (stream, fragment number, frame index), so a replay after a crash
+overwrites the same objects instead of adding copies. The date is the fragment's producer
+timestamp in UTC (not the frame's), so every object of one fragment shares a folder even when
+the fragment spans midnight. Fragment numbers are written in decimal, as AWS prints them.
+
+Every external name is validated before it becomes part of a key: a stream name must match
+[a-zA-Z0-9_.-]{1,256} and contain no '..'; the prefix must be a safe key prefix.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from consumer.config import KEY_PREFIX, STREAM_NAME
+from consumer.frames import FrameSource
+
+_MAX_FRAGMENT_NUMBER = 10 ** 64  # far above KVS's ~47 digits; a bigger one is not a fragment
+
+
+def check_stream_name(name: str) -> str:
+    """Return `name` if it is safe inside a key, else raise ValueError naming it.
+
+    fullmatch, not match: the config's patterns end in `$`, which also matches before a
+    trailing newline.
+    """
+    if not isinstance(name, str) or not STREAM_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"unsafe stream name for an S3 key: {name!r}")
+    return name
+
+
+def check_prefix(prefix: str) -> str:
+    """Return `prefix` without surrounding slashes if safe, else raise ValueError."""
+    if not isinstance(prefix, str) or not KEY_PREFIX.fullmatch(prefix) or ".." in prefix \
+            or "//" in prefix.strip("/"):
+        raise ValueError(f"unsafe S3 key prefix: {prefix!r}")
+    return prefix.strip("/")
+
+
+def partition(prefix: str, kind: str, stream_name: str, producer_timestamp: float) -> str:
+    """`{prefix}/{kind}/stream={stream}/date={YYYY-MM-DD}` (no trailing slash)."""
+    day = datetime.fromtimestamp(producer_timestamp, UTC).strftime("%Y-%m-%d")
+    parts = [check_prefix(prefix), kind, f"stream={check_stream_name(stream_name)}",
+             f"date={day}"]
+    return "/".join(p for p in parts if p)
+
+
+def frame_key(prefix: str, source: FrameSource, *, annotated: bool = False) -> str:
+    """Key of a frame's JPEG (or its annotated copy)."""
+    suffix = "-annotated" if annotated else ""
+    if source.frame_index < 0:
+        raise ValueError(f"negative frame index {source.frame_index}")
+    return (f"{partition(prefix, 'frames', source.stream_name, source.producer_timestamp)}/"
+            f"{_fragment(source.fragment_number)}/{source.frame_index:05d}{suffix}.jpg")
+
+
+def pose_sequence_key(prefix: str, stream_name: str, fragment_number: int,
+                      producer_timestamp: float) -> str:
+    """Key of a fragment's pose sequence (Parquet)."""
+    return (f"{partition(prefix, 'poses', stream_name, producer_timestamp)}/"
+            f"{_fragment(fragment_number)}.parquet")
+
+
+def clip_key(prefix: str, stream_name: str, fragment_number: int, producer_timestamp: float,
+             ext: str = "mkv") -> str:
+    """Key of a fragment's video clip."""
+    if ext not in ("mkv", "mp4"):
+        raise ValueError(f"clip extension must be mkv or mp4, not {ext!r}")
+    return (f"{partition(prefix, 'clips', stream_name, producer_timestamp)}/"
+            f"{_fragment(fragment_number)}.{ext}")
+
+
+def object_metadata(source: FrameSource) -> dict[str, str]:
+    """S3 user metadata joining an object to its video; printable-ASCII values only.
+
+    S3 sends user metadata as HTTP headers (x-amz-meta-*), where only ASCII survives intact.
+    """
+    check_stream_name(source.stream_name)
+    metadata = {
+        "stream": source.stream_name,
+        "stream-arn": source.stream_arn,
+        "fragment-number": _fragment(source.fragment_number),
+        "producer-timestamp": f"{source.producer_timestamp:.3f}",
+        "server-timestamp": f"{source.server_timestamp:.3f}",
+        "frame-offset": f"{source.frame_offset:.3f}",
+        "frame-index": str(source.frame_index),
+        "record-id": source.record_id,
+    }
+    check_metadata(metadata)
+    return metadata
+
+
+def fragment_metadata(stream_name: str, stream_arn: str, fragment_number: int,
+                      producer_timestamp: float, server_timestamp: float) -> dict[str, str]:
+    """Metadata for a per-fragment object (pose sequence, clip)."""
+    metadata = {
+        "stream": check_stream_name(stream_name),
+        "stream-arn": stream_arn,
+        "fragment-number": _fragment(fragment_number),
+        "producer-timestamp": f"{producer_timestamp:.3f}",
+        "server-timestamp": f"{server_timestamp:.3f}",
+    }
+    check_metadata(metadata)
+    return metadata
+
+
+def check_metadata(metadata: dict[str, str]) -> None:
+    """Raise ValueError unless every name and value is printable ASCII (S3 headers)."""
+    for name, value in metadata.items():
+        for text in (name, value):
+            if not isinstance(text, str) or not text.isascii() or not text.isprintable():
+                raise ValueError(f"S3 metadata {name!r}={value!r} is not printable ASCII")
+
+
+def _fragment(fragment_number: int) -> str:
+    if isinstance(fragment_number, bool) or not isinstance(fragment_number, int) \
+            or not 0 <= fragment_number < _MAX_FRAGMENT_NUMBER:
+        raise ValueError(f"not a fragment number: {fragment_number!r}")
+    return str(fragment_number)
