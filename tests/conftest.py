@@ -33,6 +33,12 @@ def captures() -> Path:
 
 
 @pytest.fixture(scope="session")
+def models() -> Path:
+    """Folder of model files (../shared/models), e.g. pose_landmarker_full.task."""
+    return _require(MODELS, "the models folder")
+
+
+@pytest.fixture(scope="session")
 def capture(captures):
     """Function returning the bytes of one capture by file name."""
     def read(name: str) -> bytes:
