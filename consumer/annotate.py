@@ -1,0 +1,64 @@
+"""JPEG bytes for S3: a frame as decoded, or annotated with each person's skeleton and box.
+
+Pure functions, in memory: the input array is never modified and nothing touches the disk.
+Skeletons follow MediaPipe's 33-point pose topology (`processors.pose.POSE_CONNECTIONS`); as in
+MediaPipe's own drawing utilities, a landmark is drawn only when its visibility and presence
+reach `min_visibility`, and a bone only when both its ends are drawn.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from processors.base import Person
+from processors.pose import POSE_CONNECTIONS
+
+BOX_COLOURS = ((255, 64, 64), (64, 160, 255), (255, 200, 0), (200, 64, 255), (0, 220, 160))
+BONE_COLOUR = (255, 255, 255)
+POINT_COLOUR = (0, 255, 0)
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
+    """JPEG bytes of an HxWx3 uint8 RGB frame at `quality` (1-100)."""
+    out = io.BytesIO()
+    _to_pil(image).save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+def draw_persons(image: np.ndarray, persons: Sequence[Person],
+                 min_visibility: float = 0.5) -> np.ndarray:
+    """A copy of `image` with each person's box and skeleton drawn on it."""
+    canvas = _to_pil(image).copy()
+    draw = ImageDraw.Draw(canvas)
+    width, height = canvas.size
+    line = max(2, round(min(width, height) / 240))
+    radius = line + 1
+    for number, person in enumerate(persons):
+        colour = BOX_COLOURS[number % len(BOX_COLOURS)]
+        left, top, right, bottom = person.bbox
+        draw.rectangle((left * width, top * height, right * width, bottom * height),
+                       outline=colour, width=line)
+        points = {i: (p.x * width, p.y * height) for i, p in enumerate(person.landmarks)
+                  if p.visibility >= min_visibility and p.presence >= min_visibility}
+        for start, end in POSE_CONNECTIONS:
+            if start in points and end in points:
+                draw.line((points[start], points[end]), fill=BONE_COLOUR, width=line)
+        for x, y in points.values():
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=POINT_COLOUR)
+    return np.asarray(canvas)
+
+
+def annotated_jpeg(image: np.ndarray, persons: Sequence[Person], quality: int = 85,
+                   min_visibility: float = 0.5) -> bytes:
+    """JPEG bytes of `image` with the persons drawn on it (the frame itself is not modified)."""
+    return encode_jpeg(draw_persons(image, persons, min_visibility), quality)
+
+
+def _to_pil(image: np.ndarray) -> Image.Image:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.shape} {image.dtype}")
+    return Image.fromarray(np.ascontiguousarray(image))

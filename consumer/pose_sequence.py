@@ -1,0 +1,186 @@
+"""Pose sequences as Parquet: a file per fragment (or window), readable by Athena and DuckDB as is.
+
+`pose_sequence_parquet(items)` turns a list of (FrameSource, FrameResult) into the bytes of one
+Parquet file (zstd, one row group); `read_pose_sequence(data)` reads it back and dequantises.
+Never pickle: the format is plain columns that any engine reads without running code.
+
+Rows: one per person per frame, in the order given. A frame analysed with no person still gets one
+row, with person_index -1 and null track_id, confidence, bbox and landmarks, so a reader knows the
+frame was analysed and found nobody (count frames with `count(DISTINCT frame_index)`, persons with
+`WHERE person_index >= 0`).
+
+Columns:
+  stream_name, stream_arn   string
+  fragment_number           string: the ~47-digit decimal, beyond int64 (compare as integers)
+  frame_index               int32, the frame's position among the fragment's video frames
+  frame_offset              float64, seconds from the fragment's start
+  producer_time             timestamp[ms, UTC], the frame's producer time
+  server_timestamp          timestamp[ms, UTC], the fragment's server timestamp
+  person_index              int16, position in the frame's result, -1 for a frame with no person
+  track_id                  int64, null when untracked
+  confidence                float32 (the processor's per-person score)
+  bbox                      struct<left, top, right, bottom: int16>, quantised like x and y
+  x, y, z                   list<int16> of 33, in MediaPipe's landmark order (LANDMARK_NAMES)
+  visibility, presence      list<int16> of 33
+
+Quantisation (also in the file's key-value metadata, keys `kvsa.pose.*`):
+  x, y, z and bbox: value = stored / 8192 (XYZ_SCALE). x and y are fractions of the image width
+    and height, so the step is 1/8192 of the image (1.2e-4, error at most 6.1e-5), well below
+    MediaPipe's landmark precision (about 1e-3 of the image). int16 spans [-4, 4): landmarks of
+    body parts outside the image (x, y beyond 0..1) fit; anything beyond saturates.
+  visibility, presence: value = stored / 255 (UNIT_SCALE); error at most 0.002.
+  In SQL: `x[1] / 8192.0` is the nose's x (Athena and DuckDB lists are 1-based).
+Integer columns are signed because Athena has no unsigned types; Parquet stores every integer
+narrower than 32 bits as INT32, bit-packed by its encoding, so int16 costs no more than int8.
+Encodings are ones every Parquet reader knows (dictionary, DELTA_BINARY_PACKED for coordinates,
+zstd); the Arrow schema is not embedded (it would add ~1.3 KB a file), so lists read back as
+plain lists. A file has a fixed cost of ~3-4 KB (footer, page headers): group a few frames per
+file and that dominates, hence a window of several fragments when sampling is sparse.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from consumer.frames import FrameSource
+from processors.base import FrameResult
+
+NUM_LANDMARKS = 33
+XYZ_SCALE = 8192
+UNIT_SCALE = 255
+FORMAT_VERSION = "1"
+_I16 = np.iinfo(np.int16)
+_LIST = pa.list_(pa.int16(), NUM_LANDMARKS)
+_BBOX = pa.struct([(name, pa.int16()) for name in ("left", "top", "right", "bottom")])
+_TIME = pa.timestamp("ms", tz="UTC")
+SCHEMA = pa.schema([
+    ("stream_name", pa.string()), ("stream_arn", pa.string()), ("fragment_number", pa.string()),
+    ("frame_index", pa.int32()), ("frame_offset", pa.float64()), ("producer_time", _TIME),
+    ("server_timestamp", _TIME), ("person_index", pa.int16()), ("track_id", pa.int64()),
+    ("confidence", pa.float32()), ("bbox", _BBOX), ("x", _LIST), ("y", _LIST), ("z", _LIST),
+    ("visibility", _LIST), ("presence", _LIST),
+])
+_COORDS = ("x", "y", "z", "visibility", "presence")
+LANDMARK_SET = "mediapipe-pose-33"  # the order of processors.pose.LANDMARK_NAMES
+# Encodings every Parquet reader knows (no BYTE_STREAM_SPLIT on integers: too new for Athena).
+_DICTIONARY = ["stream_name", "stream_arn", "fragment_number", "person_index",
+               "visibility.list.element", "presence.list.element"]
+_STATISTICS = ["stream_name", "stream_arn", "fragment_number", "frame_index", "producer_time",
+               "server_timestamp", "person_index", "track_id", "confidence"]  # what queries filter
+_DELTA = {name: "DELTA_BINARY_PACKED" for name in (
+    "frame_index", "x.list.element", "y.list.element", "z.list.element",
+    "bbox.left", "bbox.top", "bbox.right", "bbox.bottom")}
+
+
+@dataclass(frozen=True)
+class PoseSequence:
+    """A pose sequence read back: the stored table and its dequantised arrays, row for row."""
+
+    table: pa.Table  # as stored (quantised integers)
+    landmarks: np.ndarray  # float32 (rows, 33, 5): x, y, z, visibility, presence; NaN if no person
+    bbox: np.ndarray  # float32 (rows, 4): left, top, right, bottom; NaN if no person
+    metadata: dict[str, str]  # the file's key-value metadata
+
+
+def quantise_xyz(values: np.ndarray) -> np.ndarray:
+    """Normalised coordinates to int16 steps of 1/XYZ_SCALE, saturating outside [-4, 4)."""
+    return np.clip(np.rint(np.asarray(values, np.float64) * XYZ_SCALE), _I16.min, _I16.max
+                   ).astype(np.int16)
+
+
+def quantise_unit(values: np.ndarray) -> np.ndarray:
+    """Scores in 0..1 to int16 steps of 1/UNIT_SCALE (0..255)."""
+    return np.clip(np.rint(np.asarray(values, np.float64) * UNIT_SCALE), 0, UNIT_SCALE
+                   ).astype(np.int16)
+
+
+def pose_sequence_parquet(items: Sequence[tuple[FrameSource, FrameResult]], *,
+                          metadata: Mapping[str, str] | None = None,
+                          compression_level: int = 9) -> bytes:
+    """Parquet bytes for `items`, one row per person per frame (see the module docstring).
+
+    `metadata` adds key-value pairs (e.g. model, model_version, frame width and height); persons
+    must have 33 landmarks or none (a person without landmarks keeps null landmark columns).
+    """
+    table = pose_sequence_table(items)
+    meta = {"kvsa.pose.format": FORMAT_VERSION, "kvsa.pose.xyz_scale": str(XYZ_SCALE),
+            "kvsa.pose.unit_scale": str(UNIT_SCALE), "kvsa.pose.landmarks": LANDMARK_SET}
+    meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
+    out = io.BytesIO()
+    with pq.ParquetWriter(out, table.schema, compression="zstd",
+                          compression_level=compression_level, use_dictionary=_DICTIONARY,
+                          column_encoding=_DELTA, write_statistics=_STATISTICS,
+                          store_schema=False) as writer:
+        writer.write_table(table, row_group_size=max(1, table.num_rows))
+        writer.add_key_value_metadata(meta)
+    return out.getvalue()
+
+
+def pose_sequence_table(items: Sequence[tuple[FrameSource, FrameResult]]) -> pa.Table:
+    """The quantised Arrow table that pose_sequence_parquet writes."""
+    rows: list[tuple[FrameSource, int]] = []
+    persons = []
+    for source, result in items:
+        if not result.persons:
+            rows.append((source, -1))
+            persons.append(None)
+        for index, person in enumerate(result.persons):
+            rows.append((source, index))
+            persons.append(person)
+    columns: dict[str, pa.Array] = {
+        "stream_name": pa.array([s.stream_name for s, _ in rows], pa.string()),
+        "stream_arn": pa.array([s.stream_arn for s, _ in rows], pa.string()),
+        "fragment_number": pa.array([str(s.fragment_number) for s, _ in rows], pa.string()),
+        "frame_index": pa.array([s.frame_index for s, _ in rows], pa.int32()),
+        "frame_offset": pa.array([s.frame_offset for s, _ in rows], pa.float64()),
+        "producer_time": pa.array([round(s.producer_time * 1000) for s, _ in rows], _TIME),
+        "server_timestamp": pa.array([round(s.server_timestamp * 1000) for s, _ in rows], _TIME),
+        "person_index": pa.array([i for _, i in rows], pa.int16()),
+        "track_id": pa.array([p.track_id if p else None for p in persons], pa.int64()),
+        "confidence": pa.array([p.confidence if p else None for p in persons], pa.float32()),
+    }
+    has_box = np.array([p is not None for p in persons], bool)
+    boxes = quantise_xyz(np.array([p.bbox if p else (0.0,) * 4 for p in persons],
+                                  np.float64).reshape(-1, 4))
+    columns["bbox"] = pa.StructArray.from_arrays(
+        [pa.array(boxes[:, k]) for k in range(4)], fields=list(_BBOX), mask=pa.array(~has_box))
+    has_marks = np.array([bool(p and p.landmarks) for p in persons], bool)
+    marks = np.zeros((len(persons), NUM_LANDMARKS, 5), np.float64)
+    for row, person in enumerate(persons):
+        if has_marks[row]:
+            if len(person.landmarks) != NUM_LANDMARKS:
+                raise ValueError(f"a person has {len(person.landmarks)} landmarks, expected 33")
+            marks[row] = [(p.x, p.y, p.z, p.visibility, p.presence) for p in person.landmarks]
+    for k, name in enumerate(_COORDS):
+        quantise = quantise_xyz if k < 3 else quantise_unit
+        flat = pa.array(quantise(marks[:, :, k]).ravel(), pa.int16())
+        columns[name] = pa.FixedSizeListArray.from_arrays(flat, NUM_LANDMARKS,
+                                                          mask=pa.array(~has_marks))
+    return pa.table(columns, schema=SCHEMA)
+
+
+def read_pose_sequence(data: bytes) -> PoseSequence:
+    """Read Parquet bytes written by pose_sequence_parquet and dequantise with the file's scales."""
+    table = pq.read_table(pa.BufferReader(data))
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()
+            if k != b"ARROW:schema"}
+    xyz_scale = float(meta.get("kvsa.pose.xyz_scale", XYZ_SCALE))
+    unit_scale = float(meta.get("kvsa.pose.unit_scale", UNIT_SCALE))
+    landmarks = np.full((table.num_rows, NUM_LANDMARKS, 5), np.nan, np.float32)
+    for k, name in enumerate(_COORDS):
+        column = table.column(name).combine_chunks()
+        valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), bool)
+        values = column.flatten().to_numpy().reshape(-1, NUM_LANDMARKS)
+        landmarks[valid, :, k] = values / (xyz_scale if k < 3 else unit_scale)
+    bbox = np.full((table.num_rows, 4), np.nan, np.float32)
+    boxes = table.column("bbox").combine_chunks()
+    valid = ~np.asarray(boxes.is_null().to_numpy(zero_copy_only=False), bool)
+    for k in range(4):
+        bbox[valid, k] = boxes.field(k).to_numpy(zero_copy_only=False)[valid] / xyz_scale
+    return PoseSequence(table=table, landmarks=landmarks, bbox=bbox, metadata=meta)
