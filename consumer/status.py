@@ -22,7 +22,7 @@ def status_lines(service) -> list[str]:
             f"{stats.frames_analysed} (skipped {stats.frames_skipped}), persons {stats.persons}, "
             f"decode errors {stats.decode_errors}, behind {behind}, lag "
             f"{_seconds(stats.lag_seconds)}, checkpoint "
-            f"{'-' if checkpoint is None else str(checkpoint)[-8:]}")
+            f"{'-' if checkpoint is None else checkpoint}")
     analyzer = service.analyzer
     elapsed = max(1e-6, time.monotonic() - service.started)
     sent = service.kinesis.stats()

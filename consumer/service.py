@@ -1,0 +1,170 @@
+"""The consumer service: discovers streams, runs a worker per stream, one analysis stage, the
+writers and the checkpointer, logs what each stream is doing, and shuts down cleanly.
+
+Shutdown (SIGTERM/SIGINT): stop reading, let queued frames through analysis, flush the Kinesis
+and S3 writers, write the checkpoints of every fragment that became durable, and return, all
+within `shutdown_seconds`. What did not make it is re-read after the checkpoint next time.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+from consumer.analysis import Analyzer
+from consumer.aws import AwsContext
+from consumer.checkpoint import CheckpointStore, LeaseConflict
+from consumer.checkpointer import Checkpointer
+from consumer.config import Config
+from consumer.discovery import discover
+from consumer.media_source import MediaSource
+from consumer.outputs import OutputStage
+from consumer.sinks.kinesis import KinesisRecordWriter
+from consumer.sinks.replay import delivered_record_ids
+from consumer.sinks.s3 import S3ObjectWriter
+from consumer.status import status_lines
+from consumer.stream_worker import StreamWorker
+from consumer.tracker import FragmentTracker
+from processors.base import Processor
+
+log = logging.getLogger(__name__)
+REPLAY_MARGIN_SECONDS = 300  # how far before a checkpoint's write to look for delivered records
+
+
+@dataclass
+class Clients:
+    kvs: AwsContext
+    kinesis: object
+    s3: object | None
+    dynamodb: object
+
+    @classmethod
+    def from_config(cls, config: Config) -> "Clients":
+        endpoints = config.aws.endpoints
+
+        def context(service: str) -> AwsContext:
+            return AwsContext(endpoints.get(service), config.aws.region, max_attempts=5)
+        s3 = context("s3").client("s3") if config.outputs.s3 is not None else None
+        return cls(context("kinesisvideo"), context("kinesis").client("kinesis"), s3,
+                   context("dynamodb").client("dynamodb"))
+
+
+class ConsumerService:
+    def __init__(self, config: Config, processor: Processor, clients: Clients | None = None):
+        self.config = config
+        self.processor = processor
+        self.clients = clients or Clients.from_config(config)
+        outputs = config.outputs
+        self.kinesis = KinesisRecordWriter(self.clients.kinesis, outputs.kinesis.stream,
+                                           linger_ms=outputs.kinesis.linger_ms,
+                                           max_retries=outputs.kinesis.max_retries)
+        self.s3 = (S3ObjectWriter(self.clients.s3, outputs.s3.bucket,
+                                  concurrency=outputs.s3.upload_concurrency)
+                   if outputs.s3 is not None else None)
+        self.store = CheckpointStore(self.clients.dynamodb, config.checkpoint.table,
+                                     config.checkpoint.worker_id)
+        self.checkpointer = Checkpointer(self.store, config.checkpoint.min_interval_seconds)
+        self.outputs = OutputStage(processor, self.kinesis, self.s3, outputs.s3)
+        self.tracker = FragmentTracker(self.checkpointer.completed,
+                                       self.outputs.fragment_analysed)
+        self.work: queue.Queue = queue.Queue(maxsize=config.processing.queue_frames)
+        self.analyzer = Analyzer(processor, self.work, self.outputs.emit,
+                                 config.processing.batch_size, config.processing.batch_wait_ms)
+        self.workers: dict[str, StreamWorker] = {}
+        self.started = time.monotonic()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> "ConsumerService":
+        self.store.ensure_table()
+        self.checkpointer.start()
+        self.analyzer.start()
+        self.refresh_streams()
+        return self
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set: re-list streams and log status periodically."""
+        next_list = time.monotonic() + self.config.streams.relist_seconds
+        next_status = time.monotonic() + self.config.logging.status_seconds
+        while not stop.wait(0.2):
+            now = time.monotonic()
+            if now >= next_list:
+                self.refresh_streams()
+                next_list = now + self.config.streams.relist_seconds
+            if now >= next_status:
+                for line in status_lines(self):
+                    log.info("%s", line)
+                next_status = now + self.config.logging.status_seconds
+            self._let_go_of_gone_streams()
+
+    def shutdown(self) -> bool:
+        """Drain and flush within the configured budget; True if everything was flushed."""
+        deadline = time.monotonic() + self.config.shutdown_seconds
+        for worker in self.workers.values():
+            worker.stop()
+        for worker in self.workers.values():
+            worker.join(max(0.1, min(2.0, deadline - time.monotonic())))
+        drained = self.analyzer.drain(max(0.1, deadline - time.monotonic() - 2.0))
+        self.analyzer.stop(1.0)
+        remaining = max(0.5, deadline - time.monotonic() - 0.5)
+        flushed = self.kinesis.close(timeout=remaining / 2)
+        if self.s3 is not None:
+            flushed = self.s3.close(timeout=max(0.25, deadline - time.monotonic() - 0.5)) \
+                and flushed
+        self.checkpointer.stop()
+        log.info("shut down: %s; checkpoints %s", "drained" if drained and flushed
+                 else "some work left for the next run", self.checkpointer.saved)
+        return bool(drained and flushed)
+
+    # --- streams ---------------------------------------------------------------------------
+
+    def refresh_streams(self) -> None:
+        try:
+            found = discover(self.clients.kvs.client("kinesisvideo"), self.config.streams)
+        except Exception as err:  # listing failed: keep what runs, try again later
+            log.warning("could not list streams: %s", err)
+            return
+        for name, arn in found.items():
+            if name not in self.workers:
+                self._start_worker(name, arn)
+
+    def _start_worker(self, name: str, arn: str) -> None:
+        try:
+            self.store.acquire(arn)
+        except LeaseConflict as err:
+            log.info("stream %s: %s; not reading it", name, err)
+            return
+        checkpoint = self.store.get(arn)
+        if checkpoint is not None and self.config.outputs.kinesis.dedupe_on_resume:
+            self._load_delivered(name, arn, checkpoint)
+        source = MediaSource(self.clients.kvs, name, arn, start=self.config.streams.start.value,
+                             after_fragment=checkpoint)
+        settings = self.config.streams.settings_for(name)
+        self.workers[name] = StreamWorker(name, arn, source, settings, self.tracker,
+                                          self.work).start()
+        log.info("stream %s: reading from %s (sampling %s, policy %s)", name,
+                 f"after checkpoint {checkpoint}" if checkpoint else self.config.streams.start.value,
+                 settings.sampling.mode.value, settings.policy.value)
+
+    def _load_delivered(self, name: str, arn: str, checkpoint: int) -> None:
+        since = (self.store.updated_at(arn) or time.time()) - REPLAY_MARGIN_SECONDS
+        try:
+            delivered = delivered_record_ids(self.clients.kinesis, self.config.outputs.kinesis.stream,
+                                             name, since)
+        except Exception as err:
+            log.warning("stream %s: could not read back delivered records (%s); a replay may "
+                        "repeat some record ids", name, err)
+            return
+        self.outputs.already_delivered[arn] = delivered
+        log.info("stream %s: %d records already delivered after checkpoint %s will not be "
+                 "sent again", name, len(delivered), checkpoint)
+
+    def _let_go_of_gone_streams(self) -> None:
+        for name, worker in list(self.workers.items()):
+            if worker.gone:
+                worker.join(1.0)
+                del self.workers[name]
+                log.info("stream %s: let go", name)
