@@ -41,7 +41,9 @@ def run(config_path: str | None, stop: threading.Event | None = None) -> int:
         print(f"consumer: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=config.logging.level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("botocore", "urllib3", "werkzeug"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
     from consumer.service import ConsumerService
     from processors.models import ModelNotFoundError
     stop = stop or threading.Event()
