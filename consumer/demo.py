@@ -118,6 +118,10 @@ def read_all_records(kinesis, stream: str) -> list[dict]:
     return records
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
 def _summarise(stack, service, names: list[str], output_dir: Path) -> int:
     records = read_all_records(stack.client("kinesis"), DATA_STREAM)
     s3 = stack.client("s3")
@@ -135,22 +139,23 @@ def _summarise(stack, service, names: list[str], output_dir: Path) -> int:
         target.write_bytes(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
     print("\nsummary")
     print(f"{'camera':<12} {'fragments':>9} {'analysed':>8} {'persons':>7} {'records':>7} "
-          f"{'jpegs':>5} {'poses':>5} {'lag':>6} {'checkpoint':>10}")
+          f"{'jpegs':>5} {'poses':>5} {'lag p50':>7} {'lag max':>7}  checkpoint")
     ok = True
     for name in names:
         worker = service.workers.get(name)
         stats = worker.stats if worker else None
-        jpegs = sum(1 for k in objects if f"/{name}/" in k or f"={name}/" in k
-                    and k.endswith(".jpg"))
-        poses = sum(1 for k in objects if (f"/{name}/" in k or f"={name}/" in k)
-                    and k.endswith(".parquet"))
-        lag = stats.lag_seconds if stats else None
+        mine = [k for k in objects if f"stream={name}/" in k]
+        jpegs = sum(k.endswith(".jpg") for k in mine)
+        poses = sum(k.endswith(".parquet") for k in mine)
         checkpoint = service.checkpointer.saved.get(worker.arn) if worker else None
+        at_last = checkpoint is not None and checkpoint == (stats.last_fragment if stats else None)
         print(f"{name:<12} {stats.fragments if stats else 0:>9} "
               f"{stats.frames_analysed if stats else 0:>8} {persons[name]:>7} "
               f"{per_stream[name]:>7} {jpegs:>5} {poses:>5} "
-              f"{'-' if lag is None else f'{lag:.1f}s':>6} "
-              f"{'-' if checkpoint is None else str(checkpoint)[-10:]:>10}")
+              f"{_seconds(stats.lag_percentile(0.5) if stats else None):>7} "
+              f"{_seconds(stats.lag_percentile(1.0) if stats else None):>7}  "
+              f"{'-' if checkpoint is None else '...' + str(checkpoint)[-10:]}"
+              f"{' (last fragment read)' if at_last else ''}")
         ok = ok and per_stream[name] > 0
     print(f"\nrecords read back from Kinesis: {len(records)}; objects in s3://{BUCKET}: "
           f"{len(objects)}")

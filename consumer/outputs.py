@@ -33,9 +33,7 @@ class OutputStage:
     def emit(self, item: WorkItem, result: FrameResult) -> None:
         frame, ticket, settings, stats = item.frame, item.ticket, item.settings, item.stats
         source = frame.source
-        stats.frames_analysed += 1
-        stats.persons += len(result.persons)
-        stats.last_producer_time = source.producer_time
+        stats.note_analysed(source.producer_time, len(result.persons))
         locations = []
         if self.s3 is not None and self._wants_jpeg(settings.frames, item, result):
             key = s3_layout.frame_key(self.s3_config.prefix, source)

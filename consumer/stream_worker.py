@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from consumer.config import LagPolicy, StreamSettings
@@ -35,6 +36,20 @@ class StreamStats:
     last_producer_time: float | None = None  # of the last analysed frame
     last_fragment: int | None = None
     errors: list[str] = field(default_factory=list)
+    # seconds from a frame's producer time to its analysis, recent frames
+    lags: deque = field(default_factory=lambda: deque(maxlen=500))
+
+    def note_analysed(self, producer_time: float, persons: int) -> None:
+        self.frames_analysed += 1
+        self.persons += persons
+        self.last_producer_time = producer_time
+        self.lags.append(max(0.0, time.time() - producer_time))
+
+    def lag_percentile(self, fraction: float) -> float | None:
+        if not self.lags:
+            return None
+        ordered = sorted(self.lags)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
     @property
     def lag_seconds(self) -> float | None:

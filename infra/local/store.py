@@ -74,6 +74,7 @@ class Stream:
         self.numbers: list[int] = []  # parallel to fragments, for bisect
         self.first_seq = 0  # sequence number of fragments[0]; grows as retention drops fragments
         self.last_number = FRAGMENT_NUMBER_BASE
+        self.sequence = 0
         self.deleted = False
         self.putmedia_active = 0
         self.getmedia_active = 0
@@ -86,7 +87,9 @@ class Stream:
         return self.first_seq + len(self.fragments)
 
     def next_fragment_number(self, server_ms: int) -> int:
-        number = max(self.last_number + 1, FRAGMENT_NUMBER_BASE + server_ms * 10**10)
+        self.sequence += 1  # keeps the low digits telling apart, as AWS's numbers do
+        number = max(self.last_number + 1,
+                     FRAGMENT_NUMBER_BASE + server_ms * 10**10 + self.sequence % 10**10)
         self.last_number = number
         return number
 
