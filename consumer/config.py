@@ -94,7 +94,7 @@ class Streams(Model):
     @classmethod
     def _names(cls, names: list[str]) -> list[str]:
         for name in names:
-            if not (STREAM_NAME.match(name) or STREAM_ARN.match(name)):
+            if not (STREAM_NAME.fullmatch(name) or STREAM_ARN.fullmatch(name)):
                 raise ValueError(f"{name!r} is neither a stream name ([a-zA-Z0-9_.-], 1-256) "
                                  "nor a Kinesis Video stream ARN")
         return names
@@ -163,14 +163,14 @@ class S3Output(Model):
     @field_validator("bucket")
     @classmethod
     def _bucket(cls, bucket: str) -> str:
-        if not BUCKET.match(bucket):
+        if not BUCKET.fullmatch(bucket):
             raise ValueError(f"{bucket!r} is not a valid S3 bucket name")
         return bucket
 
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, prefix: str) -> str:
-        if not KEY_PREFIX.match(prefix) or ".." in prefix:
+        if not KEY_PREFIX.fullmatch(prefix) or ".." in prefix:
             raise ValueError(f"{prefix!r} is not a safe S3 key prefix")
         return prefix.strip("/")
 
@@ -181,8 +181,18 @@ class Outputs(Model):
 
 
 class Checkpoint(Model):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
     table: str = "kvs-analytics-checkpoints"
-    worker_id: str = Field(default_factory=socket.gethostname)
+    worker_id: str | None = None  # default: the host name
+
+    @field_validator("worker_id")
+    @classmethod
+    def _worker(cls, worker_id: str | None) -> str:
+        worker_id = worker_id or socket.gethostname()
+        if not re.fullmatch(r"[A-Za-z0-9_.:@\-]{1,128}", worker_id):
+            raise ValueError(f"{worker_id!r} must be 1-128 of A-Z a-z 0-9 _ . : @ -")
+        return worker_id
     min_interval_seconds: float = Field(1.0, ge=0)
 
 

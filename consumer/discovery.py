@@ -20,7 +20,7 @@ def discover(client, streams: Streams) -> dict[str, str]:
     """Stream name -> ARN for every stream the config selects that exists now."""
     found: dict[str, str] = {}
     for name_or_arn in streams.names:
-        key = "StreamARN" if STREAM_ARN.match(name_or_arn) else "StreamName"
+        key = "StreamARN" if STREAM_ARN.fullmatch(name_or_arn) else "StreamName"
         try:
             info = client.describe_stream(**{key: name_or_arn})["StreamInfo"]
         except ClientError as err:

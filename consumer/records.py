@@ -2,7 +2,7 @@
 
 One JSON object per analysed frame, joinable to the video the way Rekognition Video
 stream-processor records were: `InputInformation.KinesisVideo` names the stream, the fragment and
-the frame's offset in it. The schema is `schemas/frame_record.schema.json` (JSON Schema 2020-12).
+the frame's offset in it. The schema is `consumer/schema/frame_record.schema.json` (JSON Schema 2020-12).
 
 Conventions (stated once here and in the schema's descriptions):
 - `RecordId` is `FrameSource.record_id`: the same frame gives the same id on every replay.
@@ -30,7 +30,7 @@ from consumer.frames import FrameSource
 from processors.base import FrameResult, Person
 
 SCHEMA_VERSION = "1.0"
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "frame_record.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "frame_record.schema.json"
 
 # MediaPipe Pose Landmarker's 33 landmarks, in its output order.
 POSE_LANDMARKS: tuple[str, ...] = (

@@ -166,7 +166,7 @@ class StreamStore:
     # --- streams ---------------------------------------------------------------------------
 
     def create(self, name: str, **fields) -> Stream:
-        if not isinstance(name, str) or not STREAM_NAME.match(name):
+        if not isinstance(name, str) or not STREAM_NAME.fullmatch(name):
             raise InvalidArgument(
                 f"StreamName {name!r} must be 1-256 characters of a-z, A-Z, 0-9, '_', '.', '-'")
         if name in self.streams:
