@@ -158,6 +158,9 @@ class S3Output(Model):
     prefix: str = ""
     jpeg_quality: int = Field(85, ge=10, le=100)
     pose_sequences: bool = True
+    # 0: one pose file per fragment; else one per this many seconds of producer time (a file
+    # has a fixed ~3-4 KB cost, so windows are much smaller per frame at sparse sampling)
+    pose_window_seconds: float = Field(0.0, ge=0, le=3600)
     upload_concurrency: int = Field(8, ge=1, le=64)
 
     @field_validator("bucket")

@@ -11,6 +11,7 @@ import threading
 
 from consumer import annotate, pose_sequence, records, s3_layout
 from consumer.config import FrameSelection, S3Output
+from consumer.pose_windows import PoseWindows
 from consumer.stream_worker import WorkItem
 from consumer.tracker import FragmentTicket
 from processors.base import FrameResult, Processor
@@ -19,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 class OutputStage:
-    def __init__(self, processor: Processor, kinesis, s3=None, s3_config: S3Output | None = None):
+    def __init__(self, processor: Processor, kinesis, s3=None, s3_config: S3Output | None = None,
+                 fetch=None):
         self.processor = processor
         self.kinesis = kinesis  # consumer.sinks.kinesis.KinesisRecordWriter
         self.s3 = s3  # consumer.sinks.s3.S3ObjectWriter
@@ -29,6 +31,10 @@ class OutputStage:
         self.records_skipped_as_delivered = 0
         self._thumbnails: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
+        self.windows = None
+        if s3 is not None and s3_config.pose_sequences and s3_config.pose_window_seconds > 0:
+            self.windows = PoseWindows(s3_config.pose_window_seconds, s3_config.prefix, s3,
+                                       fetch, self._sequence_metadata())
 
     def emit(self, item: WorkItem, result: FrameResult) -> None:
         frame, ticket, settings, stats = item.frame, item.ticket, item.settings, item.stats
@@ -63,17 +69,23 @@ class OutputStage:
             self._thumbnails.discard((ticket.stream_arn, ticket.fragment_number))
         if self.s3 is None or not self.s3_config.pose_sequences or not ticket.analysed:
             return
+        if self.windows is not None:
+            self.windows.add(ticket)
+            return
         first = ticket.analysed[0][0]
         key = s3_layout.pose_sequence_key(self.s3_config.prefix, first.stream_name,
                                           first.fragment_number, first.producer_timestamp)
-        body = pose_sequence.pose_sequence_parquet(ticket.analysed, metadata={
-            "processor": self.processor.name, "model": self.processor.model,
-            "model_version": self.processor.model_version})
+        body = pose_sequence.pose_sequence_parquet(ticket.analysed,
+                                                   metadata=self._sequence_metadata())
         metadata = s3_layout.fragment_metadata(first.stream_name, first.stream_arn,
                                                first.fragment_number, first.producer_timestamp,
                                                first.server_timestamp)
         ticket.output_added()
         self.s3.put(key, body, "application/vnd.apache.parquet", metadata, ticket.output_done)
+
+    def _sequence_metadata(self) -> dict[str, str]:
+        return {"processor": self.processor.name, "model": self.processor.model,
+                "model_version": self.processor.model_version}
 
     def _wants_jpeg(self, selection: FrameSelection, item: WorkItem,
                     result: FrameResult) -> bool:

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from consumer.frames import FrameSource
@@ -108,7 +109,13 @@ def pose_sequence_parquet(items: Sequence[tuple[FrameSource, FrameResult]], *,
     `metadata` adds key-value pairs (e.g. model, model_version, frame width and height); persons
     must have 33 landmarks or none (a person without landmarks keeps null landmark columns).
     """
-    table = pose_sequence_table(items)
+    return write_pose_table(pose_sequence_table(items), metadata=metadata,
+                            compression_level=compression_level)
+
+
+def write_pose_table(table: pa.Table, *, metadata: Mapping[str, str] | None = None,
+                     compression_level: int = 9) -> bytes:
+    """Parquet bytes for a table in SCHEMA (from pose_sequence_table or merge_pose_tables)."""
     meta = {"kvsa.pose.format": FORMAT_VERSION, "kvsa.pose.xyz_scale": str(XYZ_SCALE),
             "kvsa.pose.unit_scale": str(UNIT_SCALE), "kvsa.pose.landmarks": LANDMARK_SET}
     meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
@@ -120,6 +127,15 @@ def pose_sequence_parquet(items: Sequence[tuple[FrameSource, FrameResult]], *,
         writer.write_table(table, row_group_size=max(1, table.num_rows))
         writer.add_key_value_metadata(meta)
     return out.getvalue()
+
+
+def merge_pose_tables(existing: bytes, table: pa.Table, replaced: set[str]) -> pa.Table:
+    """`table` plus the rows of an existing file whose fragment_number is not in `replaced`:
+    a window rewritten after a restart keeps what the earlier run wrote for other fragments."""
+    old = pq.read_table(io.BytesIO(existing)).cast(SCHEMA)
+    keep = pa.compute.invert(pa.compute.is_in(old["fragment_number"],
+                                              value_set=pa.array(sorted(replaced), pa.string())))
+    return pa.concat_tables([old.filter(keep), table.cast(SCHEMA)])
 
 
 def pose_sequence_table(items: Sequence[tuple[FrameSource, FrameResult]]) -> pa.Table:

@@ -6,6 +6,7 @@ without a crawler (`WHERE stream = 'cam-1' AND date = '2024-05-01'` reads one fo
     {prefix}/frames/stream={stream}/date={YYYY-MM-DD}/{fragment_number}/{frame_index:05d}.jpg
     {prefix}/frames/stream={stream}/date={YYYY-MM-DD}/{fragment_number}/{frame_index:05d}-annotated.jpg
     {prefix}/poses/stream={stream}/date={YYYY-MM-DD}/{fragment_number}.parquet
+    {prefix}/poses/stream={stream}/date={YYYY-MM-DD}/{YYYYMMDDTHHMMSSZ}-{seconds}s.parquet (windows)
     {prefix}/clips/stream={stream}/date={YYYY-MM-DD}/{fragment_number}.{ext}
 
 Keys are pure functions of (stream, fragment number, frame index), so a replay after a crash
@@ -109,6 +110,23 @@ def fragment_metadata(stream_name: str, stream_arn: str, fragment_number: int,
         "producer-timestamp": f"{producer_timestamp:.3f}",
         "server-timestamp": f"{server_timestamp:.3f}",
     }
+    check_metadata(metadata)
+    return metadata
+
+
+def pose_window_key(prefix: str, stream_name: str, window_start: float,
+                    window_seconds: float) -> str:
+    """Key of a window's pose sequence: named by its UTC start, e.g. 20240501T120000Z-60s."""
+    start = datetime.fromtimestamp(window_start, UTC).strftime("%Y%m%dT%H%M%SZ")
+    return (f"{partition(prefix, 'poses', stream_name, window_start)}/"
+            f"{start}-{window_seconds:g}s.parquet")
+
+
+def window_metadata(stream_name: str, stream_arn: str, window_start: float,
+                    window_seconds: float) -> dict[str, str]:
+    """Metadata for a window's pose sequence."""
+    metadata = {"stream": check_stream_name(stream_name), "stream-arn": stream_arn,
+                "window-start": f"{window_start:.3f}", "window-seconds": f"{window_seconds:g}"}
     check_metadata(metadata)
     return metadata
 

@@ -67,7 +67,8 @@ class ConsumerService:
         self.store = CheckpointStore(self.clients.dynamodb, config.checkpoint.table,
                                      config.checkpoint.worker_id)
         self.checkpointer = Checkpointer(self.store, config.checkpoint.min_interval_seconds)
-        self.outputs = OutputStage(processor, self.kinesis, self.s3, outputs.s3)
+        self.outputs = OutputStage(processor, self.kinesis, self.s3, outputs.s3,
+                                   fetch=self._fetch_object)
         self.tracker = FragmentTracker(self.checkpointer.completed,
                                        self.outputs.fragment_analysed)
         self.work: queue.Queue = queue.Queue(maxsize=config.processing.queue_frames)
@@ -99,6 +100,8 @@ class ConsumerService:
                     log.info("%s", line)
                 next_status = now + self.config.logging.status_seconds
             self._let_go_of_gone_streams()
+            if self.outputs.windows is not None:
+                self.outputs.windows.flush_idle()
 
     def shutdown(self) -> bool:
         """Drain and flush within the configured budget; True if everything was flushed."""
@@ -109,6 +112,8 @@ class ConsumerService:
             worker.join(max(0.1, min(2.0, deadline - time.monotonic())))
         drained = self.analyzer.drain(max(0.1, deadline - time.monotonic() - 2.0))
         self.analyzer.stop(1.0)
+        if self.outputs.windows is not None:
+            self.outputs.windows.flush_all()
         remaining = max(0.5, deadline - time.monotonic() - 0.5)
         flushed = self.kinesis.close(timeout=remaining / 2)
         if self.s3 is not None:
@@ -118,6 +123,14 @@ class ConsumerService:
         log.info("shut down: %s; checkpoints %s", "drained" if drained and flushed
                  else "some work left for the next run", self.checkpointer.saved)
         return bool(drained and flushed)
+
+    def _fetch_object(self, key: str) -> bytes | None:
+        """An object this consumer wrote before (a pose window to merge), or None."""
+        try:
+            response = self.clients.s3.get_object(Bucket=self.config.outputs.s3.bucket, Key=key)
+        except self.clients.s3.exceptions.NoSuchKey:
+            return None
+        return response["Body"].read()
 
     # --- streams ---------------------------------------------------------------------------
 
