@@ -4,6 +4,11 @@ It speaks the same protocol as AWS (and the local service), parses the body with
 FragmentReader, and misbehaves on demand, one script entry per connection: refuse with an AWS
 error, answer a fragment with an ERROR ack, drop the connection after some fragments, or stay
 silent. It runs in the test's own event loop.
+
+An ERROR ack ends the session, as with AWS (the producer SDK: "an error ACK also means that the
+inlet host has terminated the connection") and the local service (infra/local/ingest.py): nothing
+after the failed fragment is stored, the response ends, and the rest of the body is read and
+discarded. Only a rejection of one fragment (`FRAGMENT_REJECTIONS`) lets the session go on.
 """
 
 from __future__ import annotations
@@ -15,13 +20,17 @@ from typing import Self
 
 from consumer.wire import Fragment, FragmentReader
 
+# Error ids that reject one fragment while the session goes on (the local service's `_reject`).
+FRAGMENT_REJECTIONS = frozenset({4002, 4004, 4007})
+
 
 @dataclass
 class Script:
     """How one connection behaves (defaults: a well-behaved service)."""
 
     refuse: tuple[int, str, str] | None = None  # (status, x-amzn-ErrorType, message)
-    error_acks: dict[int, tuple[int, str]] = field(default_factory=dict)  # nth fragment -> error
+    error_acks: dict[int, tuple[int, str]] = field(default_factory=dict)  # nth fragment -> error;
+    # the session ends there unless the id is in FRAGMENT_REJECTIONS
     drop_after: int | None = None  # acknowledge this many fragments, then reset the connection
     silent: bool = False  # read everything, acknowledge nothing
 
@@ -93,9 +102,10 @@ class FakePutMedia:
 
         parser = FragmentReader()
         count = 0
+        ended = False  # an ERROR ack ended the session: the rest of the body is discarded
 
         def handle(fragments):
-            nonlocal count
+            nonlocal count, ended
             for fragment in fragments:
                 conn.fragments.append(fragment)
                 count += 1
@@ -109,6 +119,10 @@ class FakePutMedia:
                     error_id, code = script.error_acks[count]
                     ack(EventType="ERROR", FragmentTimecode=timecode, FragmentNumber=str(count),
                         ErrorId=error_id, ErrorCode=code)
+                    if error_id not in FRAGMENT_REJECTIONS:
+                        ended = True
+                        writer.write(b"0\r\n\r\n")  # end the response; store nothing more
+                        return False
                     continue
                 ack(EventType="RECEIVED", FragmentTimecode=timecode, FragmentNumber=str(count))
                 ack(EventType="PERSISTED", FragmentTimecode=timecode, FragmentNumber=str(count))
@@ -125,12 +139,16 @@ class FakePutMedia:
                 break
             data = await reader.readexactly(size)
             await reader.readexactly(2)
+            if ended:
+                continue
             conn.raw_body += data
             conn.chunk_sizes.append(size)
             if handle(parser.feed(data)):
                 writer.transport.abort()  # a reset, not a clean end of the response
                 return
             await writer.drain()
+        if ended:
+            return
         handle(parser.close())
         if script.silent:  # hold the response open, say nothing
             await reader.read()

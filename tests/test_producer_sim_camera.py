@@ -81,7 +81,10 @@ def test_transient_error_ack_reconnects_and_resends(vogels, expected):
     result, fake = push(vogels, [Script(error_acks={3: (5000, "INTERNAL_ERROR")})])
     assert result.ok, result.summary()
     assert result.status.errors == 1 and result.status.connections == 2
-    assert shape(fake.persisted) == expected
+    assert result.status.resent >= 1
+    assert shape(fake.persisted) == expected  # each fragment stored once, in order
+    # The error ended the first session: the second starts again at the failed fragment.
+    assert fake.connections[1].fragments[0].cluster_timecode == fake.persisted[2].cluster_timecode
 
 
 def test_rejected_fragment_is_dropped_reported_and_fails_the_push(vogels, expected, caplog):
