@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from consumer.config import load_config
+from consumer.sinks import replay
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP = REPO.parent / "shared" / "kvs-captures" / "vogels_330.mkv"
@@ -105,17 +106,8 @@ def _wait_for_streams(stack, names: list[str], timeout: float = 30) -> None:
 
 
 def read_all_records(kinesis, stream: str) -> list[dict]:
-    records = []
-    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        while iterator:
-            page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
-            records.extend(json.loads(r["Data"]) for r in page["Records"])
-            if not page["Records"] and page.get("MillisBehindLatest", 0) == 0:
-                break
-            iterator = page.get("NextShardIterator")
-    return records
+    """The decoded JSON records of a data stream."""
+    return [json.loads(record["Data"]) for record in replay.read_all_records(kinesis, stream)]
 
 
 def _seconds(value: float | None) -> str:

@@ -23,6 +23,7 @@ from consumer.frames import FrameSource
 from consumer.records import encode_record, frame_record
 from consumer.sinks.batch_queue import BatchQueue, Entry
 from consumer.sinks.kinesis import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, KinesisRecordWriter
+from consumer.sinks import replay
 from consumer.sinks.replay import delivered_record_ids, shards_for_key
 from consumer.sinks.s3 import S3ObjectWriter
 from infra.local.stack import LocalStack
@@ -58,15 +59,8 @@ def new_stream(kinesis, shards: int = 2) -> str:
 
 def read_stream(kinesis, name: str) -> list[tuple[str, dict]]:
     """(partition key, decoded JSON) of every record, shard by shard in stream order."""
-    out = []
-    for shard in kinesis.list_shards(StreamName=name)["Shards"]:
-        iterator = kinesis.get_shard_iterator(StreamName=name, ShardId=shard["ShardId"],
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        while iterator:
-            page = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-            out += [(r["PartitionKey"], json.loads(r["Data"])) for r in page["Records"]]
-            iterator = page.get("NextShardIterator") if page["Records"] else None
-    return out
+    return [(r["PartitionKey"], json.loads(r["Data"]))
+            for r in replay.read_all_records(kinesis, name)]
 
 
 def indices_by_key(records: list[tuple[str, dict]]) -> dict[str, list[int]]:

@@ -76,6 +76,25 @@ def delivered_record_ids(kinesis_client, stream_name: str, partition_key: str, s
     return found
 
 
+def read_all_records(kinesis_client, stream_name: str) -> list[dict]:
+    """Every record in the stream, shard by shard from the oldest (the raw GetRecords dicts).
+
+    For reading back what was delivered (the demo, tests); a live application uses KCL.
+    """
+    records: list[dict] = []
+    for shard in kinesis_client.list_shards(StreamName=stream_name)["Shards"]:
+        iterator = kinesis_client.get_shard_iterator(
+            StreamName=stream_name, ShardId=shard["ShardId"],
+            ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while iterator:
+            page = kinesis_client.get_records(ShardIterator=iterator, Limit=_PAGE)
+            records.extend(page["Records"])
+            if not page["Records"] and page.get("MillisBehindLatest", 0) == 0:
+                break
+            iterator = page.get("NextShardIterator")
+    return records
+
+
 def shards_for_key(kinesis_client, stream_name: str, partition_key: str) -> list[str]:
     """Ids of the shards (open or closed) whose hash-key range holds `partition_key`."""
     key_hash = int.from_bytes(hashlib.md5(partition_key.encode("utf-8"),
