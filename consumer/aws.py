@@ -8,6 +8,8 @@ signature, placeholder credentials and us-east-1 when none are configured.
 from __future__ import annotations
 
 import ipaddress
+import threading
+from collections import Counter
 from urllib.parse import urlsplit
 
 import boto3
@@ -35,12 +37,36 @@ def is_loopback(endpoint_url: str | None) -> bool:
         return False
 
 
+class ApiCalls:
+    """Counts the AWS API calls made by clients it is attached to, per "service:Operation", so
+    status lines and benchmarks can show the calls per camera-hour that drive cost (a call is
+    counted once, whatever botocore's retries)."""
+
+    def __init__(self):
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def attach(self, client) -> None:
+        service = client.meta.service_model.service_name
+        client.meta.events.register("before-call", lambda **kw: self._count(service, kw))
+
+    def _count(self, service: str, event: dict) -> None:
+        operation = event.get("model").name if event.get("model") is not None else "?"
+        with self._lock:
+            self._counts[f"{service}:{operation}"] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
 class AwsContext:
     """Region, credentials and clients for one endpoint (None: real AWS)."""
 
     def __init__(self, endpoint_url: str | None = None, region: str | None = None,
-                 max_attempts: int = 3):
+                 max_attempts: int = 3, calls: ApiCalls | None = None):
         self.endpoint_url = endpoint_url
+        self.calls = calls
         self.max_attempts = max_attempts  # botocore's, per call
         session = botocore.session.get_session()
         region = region or session.get_config_variable("region")
@@ -67,10 +93,13 @@ class AwsContext:
         config = Config(retries={"max_attempts": self.max_attempts, "mode": "standard"},
                         connect_timeout=5, read_timeout=read_timeout)
         try:
-            return self._session.client(service, endpoint_url=endpoint_url or self.endpoint_url,
-                                        region_name=self.region, config=config)
+            client = self._session.client(service, endpoint_url=endpoint_url or self.endpoint_url,
+                                          region_name=self.region, config=config)
         except NoRegionError:
             raise AwsSetupError("no AWS region: pass --region or set AWS_DEFAULT_REGION") from None
+        if self.calls is not None:
+            self.calls.attach(client)
+        return client
 
 
 def open_get_media(aws: AwsContext, start_selector: dict, stream_name: str | None = None,

@@ -123,12 +123,15 @@ def add_run(subparsers: Subparsers) -> None:
                     "checkpointed in DynamoDB, until stopped.",
         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, metavar="FILE", help="YAML configuration")
+    parser.add_argument("--stats-file", metavar="FILE",
+                        help="at exit, write counters as JSON: per stream, analysis, Kinesis and "
+                             "S3 writers, AWS API calls by operation")
     parser.set_defaults(handler=lambda args: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
     from .run import run
-    return run(args.config)
+    return run(args.config, stats_file=args.stats_file)
 
 
 def add_demo(subparsers: Subparsers) -> None:

@@ -6,11 +6,13 @@ dependency (model, table, AWS) cannot be set up. A second signal exits at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from consumer.config import Config, ConfigError, load_config
 
@@ -34,7 +36,8 @@ def install_signal_handlers(stop: threading.Event) -> None:
         signal.signal(sig, handle)
 
 
-def run(config_path: str | None, stop: threading.Event | None = None) -> int:
+def run(config_path: str | None, stop: threading.Event | None = None,
+        stats_file: str | None = None) -> int:
     try:
         config = load_config(config_path)
     except ConfigError as err:
@@ -64,4 +67,6 @@ def run(config_path: str | None, stop: threading.Event | None = None) -> int:
     finally:
         service.shutdown()
         processor.close()
+        if stats_file:
+            Path(stats_file).write_text(json.dumps(service.stats(), indent=1, default=str))
     return 0

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from consumer.analysis import Analyzer
-from consumer.aws import AwsContext
+from consumer.aws import ApiCalls, AwsContext
 from consumer.checkpoint import CheckpointStore, LeaseConflict
 from consumer.checkpointer import Checkpointer
 from consumer.config import Config
@@ -41,15 +41,19 @@ class Clients:
     s3: object | None
     dynamodb: object
 
+    calls: ApiCalls
+
     @classmethod
     def from_config(cls, config: Config) -> "Clients":
         endpoints = config.aws.endpoints
+        calls = ApiCalls()
 
         def context(service: str) -> AwsContext:
-            return AwsContext(endpoints.get(service), config.aws.region, max_attempts=5)
+            return AwsContext(endpoints.get(service), config.aws.region, max_attempts=5,
+                              calls=calls)
         s3 = context("s3").client("s3") if config.outputs.s3 is not None else None
         return cls(context("kinesisvideo"), context("kinesis").client("kinesis"), s3,
-                   context("dynamodb").client("dynamodb"))
+                   context("dynamodb").client("dynamodb"), calls)
 
 
 class ConsumerService:
@@ -131,6 +135,29 @@ class ConsumerService:
         except self.clients.s3.exceptions.NoSuchKey:
             return None
         return response["Body"].read()
+
+    def stats(self) -> dict:
+        """Counters for a stats file or a benchmark: per stream, analysis, writers, API calls."""
+        streams = {}
+        for name, worker in self.workers.items():
+            st = worker.stats
+            streams[name] = {
+                "fragments": st.fragments, "frames_decoded": st.frames_decoded,
+                "frames_analysed": st.frames_analysed, "frames_skipped": st.frames_skipped,
+                "persons": st.persons, "decode_errors": st.decode_errors,
+                "millis_behind_now": st.millis_behind_now, "lag_p50": st.lag_percentile(0.5),
+                "lag_max": st.lag_percentile(1.0),
+                "checkpoint": str(self.checkpointer.saved.get(worker.arn) or "") or None}
+        return {
+            "elapsed_seconds": time.monotonic() - self.started,
+            "streams": streams,
+            "analysis": {"frames": self.analyzer.frames, "batches": self.analyzer.batches,
+                         "busy_seconds": self.analyzer.busy_seconds},
+            "kinesis": vars(self.kinesis.stats()),
+            "s3": vars(self.s3.stats()) if self.s3 is not None else None,
+            "checkpoint_writes": self.checkpointer.writes,
+            "api_calls": self.clients.calls.snapshot(),
+        }
 
     # --- streams ---------------------------------------------------------------------------
 

@@ -31,5 +31,5 @@ def status_lines(service) -> list[str]:
         f"({analyzer.frames / elapsed:.1f}/s, processor busy {analyzer.busy_seconds / elapsed:.0%}), "
         f"queue {service.work.qsize()}/{service.work.maxsize}, records sent {sent.records_sent} "
         f"(throttled {sent.throttles}, failed {sent.failures}), checkpoint writes "
-        f"{service.checkpointer.writes}")
+        f"{service.checkpointer.writes}, AWS API calls {sum(service.clients.calls.snapshot().values())}")
     return lines

@@ -161,8 +161,10 @@ def write_config(tmp_path: Path, data: dict) -> Path:
     return path
 
 
-def start_consumer(config: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "consumer", "run", "--config", str(config)],
+def start_consumer(config: Path, log: Path, stats: Path | None = None) -> subprocess.Popen:
+    extra = ["--stats-file", str(stats)] if stats else []
+    return subprocess.Popen([sys.executable, "-m", "consumer", "run", "--config", str(config),
+                             *extra],
                             stdout=log.open("a"), stderr=subprocess.STDOUT, cwd=REPO,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -225,7 +227,7 @@ def test_sigterm_exits_cleanly_within_10_s_with_the_checkpoint_at_the_last_durab
     make_outputs(stack, "term-records", "term-bucket")
     config = write_config(tmp_path, config_data(stack, ["term-cam"], "term-records",
                                                 "term-bucket"))
-    process = start_consumer(config, tmp_path / "consumer.log")
+    process = start_consumer(config, tmp_path / "consumer.log", tmp_path / "stats.json")
     try:
         wait_for(lambda: checkpoint(stack, "term-cam") is not None, 90, "a first checkpoint")
         started = time.monotonic()
@@ -255,6 +257,11 @@ def test_sigterm_exits_cleanly_within_10_s_with_the_checkpoint_at_the_last_durab
         durable_prefix.append(number)
     assert saved == durable_prefix[-1]
     assert "shut down" in (tmp_path / "consumer.log").read_text()
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["streams"]["term-cam"]["frames_analysed"] == len(records)
+    calls = stats["api_calls"]
+    assert calls["kinesis-video-media:GetMedia"] >= 1 and calls["kinesis:PutRecords"] >= 1
+    assert calls["dynamodb:UpdateItem"] >= 1 and calls.get("s3:PutObject", 0) >= 1
 
 
 def test_undecodable_and_deleted_streams_do_not_disturb_the_others(stack, tmp_path, capture):
