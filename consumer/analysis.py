@@ -29,7 +29,7 @@ class Analyzer:
         self.batches = 0
         self.frames = 0
         self.busy_seconds = 0.0
-        self._busy = threading.Event()
+        self._taken = 0  # items taken off the queue for the current batch
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="analysis", daemon=True)
 
@@ -41,7 +41,9 @@ class Analyzer:
         """Wait until every queued frame is analysed; False if the time ran out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.work.empty() and not self._busy.is_set():
+            # counts a frame from put() until its task_done(), so a frame taken off the queue
+            # but not yet through the processor is still waited for
+            if self.work.unfinished_tasks == 0:
                 return True
             time.sleep(0.02)
         return False
@@ -53,18 +55,19 @@ class Analyzer:
     def _run(self) -> None:
         while not self._stopping.is_set():
             batch = self._next_batch()
-            if batch:
-                try:
+            try:
+                if batch:
                     self._analyse(batch)
-                finally:
-                    self._busy.clear()
+            finally:
+                for _ in range(self._taken):
+                    self.work.task_done()
+                self._taken = 0
 
     def _next_batch(self) -> list[WorkItem]:
         try:
             first = self.work.get(timeout=0.1)
         except queue.Empty:
             return []
-        self._busy.set()
         batch = [first]
         deadline = time.monotonic() + self.batch_wait
         while len(batch) < self.batch_size:
@@ -74,6 +77,7 @@ class Analyzer:
                              else self.work.get_nowait())
             except queue.Empty:
                 break
+        self._taken = len(batch)
         return [item for item in batch if not self._stale(item)]
 
     @staticmethod

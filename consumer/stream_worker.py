@@ -21,6 +21,7 @@ from consumer.media_source import MediaSource, StreamGone
 from consumer.tracker import FragmentTicket, FragmentTracker
 
 log = logging.getLogger(__name__)
+DECODE_WARNING_INTERVAL = 60.0
 
 
 @dataclass
@@ -82,6 +83,8 @@ class StreamWorker:
         self.gone = False
         self._decoder = StreamDecoder(name, arn, settings.sampling)
         self._stopping = threading.Event()
+        self._last_decode_warning = -DECODE_WARNING_INTERVAL
+        self._decode_warnings_suppressed = 0
         self._thread = threading.Thread(target=self._run, name=f"stream-{name}", daemon=True)
 
     def start(self) -> "StreamWorker":
@@ -127,12 +130,25 @@ class StreamWorker:
         except DecodeError as err:
             stats.decode_errors += 1
             stats.note_error(str(err))
-            log.warning("%s; skipping the fragment", err)
+            self._warn_decode_error(err)
             frames = []
         stats.frames_decoded = self._decoder.frames_decoded
         for frame in frames:
             self._enqueue(WorkItem(frame, ticket, self.settings, stats))
         ticket.seal()
+
+    def _warn_decode_error(self, err: DecodeError) -> None:
+        """One warning, then at most one a minute with a count: a broken camera sends a bad
+        fragment every few seconds, and the log must stay readable."""
+        now = time.monotonic()
+        if now - self._last_decode_warning < DECODE_WARNING_INTERVAL:
+            self._decode_warnings_suppressed += 1
+            return
+        more = (f" ({self._decode_warnings_suppressed} more since the last warning)"
+                if self._decode_warnings_suppressed else "")
+        log.warning("%s; skipping the fragment%s", err, more)
+        self._last_decode_warning = now
+        self._decode_warnings_suppressed = 0
 
     def _enqueue(self, item: WorkItem) -> None:
         item.ticket.frame_queued()
