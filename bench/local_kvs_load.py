@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import boto3
 
-from consumer.wire import ebml, writer
+from consumer.wire import writer
 from consumer.wire.model import Track
 from infra.local.stack import LOCAL_CREDENTIALS
 
