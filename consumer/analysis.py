@@ -104,7 +104,7 @@ class Analyzer:
         self.busy_seconds += time.perf_counter() - started
         self.batches += 1
         self.frames += len(batch)
-        for item, result in zip(batch, results):
+        for item, result in zip(batch, results, strict=True):  # the Processor contract
             try:
                 self.emit(item, result)
             except Exception:
