@@ -72,10 +72,16 @@ def fragments(frames: Sequence[tuple[np.ndarray, float, bool]]) -> list[list[Vid
     return out
 
 
-def sizes(label: str, groups: Sequence[Sequence[Item]]) -> None:
+def size_figures(groups: Sequence[Sequence[Item]]) -> tuple[int, int, int, int]:
+    """(files, frames, Parquet bytes, pickle+gzip bytes) of one file per group."""
     frames = sum(len(g) for g in groups)
     parquet = sum(len(pose_sequence_parquet(g)) for g in groups)
     pickled = sum(len(gzip.compress(pickle.dumps(list(g)))) for g in groups)
+    return len(groups), frames, parquet, pickled
+
+
+def sizes(label: str, groups: Sequence[Sequence[Item]]) -> None:
+    _, frames, parquet, pickled = size_figures(groups)
     print(f"  {label:<34} {len(groups):>3} files {frames:>4} frames  parquet "
           f"{parquet / frames:7.1f} B/frame  pickle+gzip {pickled / frames:7.1f} B/frame  "
           f"ratio {parquet / pickled:5.2f}")

@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from consumer.wire import FragmentReader, read_fragments
@@ -73,13 +74,45 @@ def completion_latency(data: bytes, final_chunk: int, repeat: int) -> list[float
     return latencies
 
 
+@dataclass
+class CaptureFigures:
+    """One capture's measurements (seconds are the best of `repeat` runs)."""
+
+    name: str
+    bytes: int
+    fragments: int
+    frames: int
+    whole_seconds: float  # parsed as one buffer
+    chunked_seconds: float  # fed in 64 KiB chunks
+    latency_1: list[float]  # per fragment: seconds of the feed() of its last byte
+    latency_64k: list[float]  # same, for a final chunk of 64 KiB
+
+
+def capture_files(folder: Path = CAPTURES) -> list[Path]:
+    """The captures worth timing (over 100 kB), by name."""
+    return sorted(p for p in folder.glob("*.mkv") if p.stat().st_size > 100_000)
+
+
+def measure_capture(path: Path, repeat: int, latency: bool = True) -> CaptureFigures:
+    """Time the reader on one capture; `latency=False` skips the per-fragment latency runs."""
+    data = path.read_bytes()
+    parsed = read_fragments(data)
+    chunks = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
+    whole = best_of(repeat, lambda: read_fragments(data))
+    chunked = best_of(repeat, lambda: feed_chunks(chunks))
+    return CaptureFigures(
+        path.name, len(data), len(parsed), sum(len(f.frames) for f in parsed), whole, chunked,
+        completion_latency(data, 1, repeat) if latency else [],
+        completion_latency(data, CHUNK, repeat) if latency else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.reader_throughput",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=20, help="runs per figure (default 20)")
     args = parser.parse_args(argv)
-    files = sorted(p for p in CAPTURES.glob("*.mkv") if p.stat().st_size > 100_000)
+    files = capture_files()
     if not files:
         print(f"no captures in {CAPTURES} (set KVS_SHARED_DIR)", file=sys.stderr)
         return 1
@@ -93,23 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     latency_1: list[float] = []
     latency_64k: list[float] = []
     for path in files:
-        data = path.read_bytes()
-        parsed = read_fragments(data)
-        fragments, frames = len(parsed), sum(len(f.frames) for f in parsed)
-        chunks = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
-        whole = best_of(args.repeat, lambda: read_fragments(data))
-        chunked = best_of(args.repeat, lambda: feed_chunks(chunks))
-        total_bytes += len(data)
-        total_whole += whole
-        total_chunked += chunked
-        total_fragments += fragments
-        total_frames += frames
-        latency_1 += completion_latency(data, 1, args.repeat)
-        latency_64k += completion_latency(data, CHUNK, args.repeat)
-        rate = len(data) / chunked / MB
-        print(f"{path.name:<44}{len(data) / MB:>6.2f}{fragments:>7}{len(data) / whole / MB:>12.0f}"
+        f = measure_capture(path, args.repeat)
+        total_bytes += f.bytes
+        total_whole += f.whole_seconds
+        total_chunked += f.chunked_seconds
+        total_fragments += f.fragments
+        total_frames += f.frames
+        latency_1 += f.latency_1
+        latency_64k += f.latency_64k
+        rate = f.bytes / f.chunked_seconds / MB
+        print(f"{f.name:<44}{f.bytes / MB:>6.2f}{f.fragments:>7}"
+              f"{f.bytes / f.whole_seconds / MB:>12.0f}"
               f"{rate:>12.0f}{rate * MB / CAMERA_BYTES_PER_S:>9.0f}"
-              f"{chunked / fragments * 1e3:>9.3f}{frames / chunked / 1e3:>10.0f}")
+              f"{f.chunked_seconds / f.fragments * 1e3:>9.3f}"
+              f"{f.frames / f.chunked_seconds / 1e3:>10.0f}")
     rate = total_bytes / total_chunked
     print(f"{'all':<44}{total_bytes / MB:>6.2f}{total_fragments:>7}"
           f"{total_bytes / total_whole / MB:>12.0f}{rate / MB:>12.0f}"
