@@ -30,6 +30,9 @@ CODECS = {
     "V_AV1": "av1",
 }
 _MS = Fraction(1, 1000)
+# Frame offsets come in whole milliseconds (KVS timecodes), due times are multiples of 1/fps:
+# a frame up to a millisecond early is on time.
+TIMECODE_TOLERANCE = 0.001
 
 
 class DecodeError(Exception):
@@ -62,7 +65,7 @@ class _Sampler:
             return True
         if mode is SamplingMode.KEYFRAMES:
             return keyframe
-        if offset + 1e-6 < self.next_offset:
+        if offset + TIMECODE_TOLERANCE < self.next_offset:
             return False
         interval = 1.0 / self.sampling.fps
         # stay on the grid unless a gap in the video left us more than a period behind it

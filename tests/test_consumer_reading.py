@@ -31,6 +31,7 @@ def get_media_fragments(capture):
 
 @pytest.mark.parametrize("mode, fps, per_fragment", [
     (SamplingMode.ALL, 1, 60), (SamplingMode.FPS, 2, 4), (SamplingMode.FPS, 5, 10),
+    (SamplingMode.FPS, 15, 30), (SamplingMode.FPS, 30, 60),  # ms-rounded times still on grid
     (SamplingMode.KEYFRAMES, 1, 1)])
 def test_decoder_sampling_and_provenance(get_media_fragments, mode, fps, per_fragment):
     decoder = StreamDecoder("cam", "arn:cam", Sampling(mode=mode, fps=fps))
