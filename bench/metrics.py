@@ -1,0 +1,165 @@
+"""Figures of one probe, from its raw observations (bench.scenario.run_probe).
+
+Times: t0 is the producer timestamp of the first fragment of any camera; t_cut is when the
+consumers were told to stop (SIGTERM); the run [t0, t_cut] is cut in thirds. The first third is
+warm-up and counts for nothing but the lag plot.
+
+- lag of a record: its arrival in Kinesis Data Streams minus its frame's producer time. The lag
+  over time of a camera: the largest lag of its records arriving in each 1 s bin.
+- latency of a record: its arrival minus the server timestamp of the fragment holding its frame
+  (ListFragments, matched on producer time); percentiles over records of frames after warm-up.
+  The simulator sends a fragment when it is complete, so the server timestamp is about when its
+  last frame was captured: latency is the consumer's own delay (GetMedia, decode, analysis,
+  delivery).
+- BOUNDED (the lag stayed bounded over the run) when both hold:
+    1. delivered: records of frames whose producer time lies in [t0 + T/3, t_cut - 3 fragments]
+       number at least 80 % of K x S x that span (the consumer keeps up, and delivers a frame
+       within 3 fragment durations of its capture);
+    2. not growing: the median lag of records arriving in the last third is at most the median
+       lag of those arriving in the middle third plus one fragment duration (2 s).
+- analysed fps: records arriving after warm-up, per second, all cameras together.
+- CPU: cores used = CPU seconds / wall seconds between the first sample after warm-up and the
+  last one, for the consumer's processes, the cameras, this harness with the local stack, and
+  the whole machine. Peak RSS: the largest sum of the consumer processes' VmHWM.
+- API calls per camera-hour: calls / K / (t_cut - t0). Calls made once per stream or process
+  start (STARTUP_OPERATIONS) are reported as counts only; GetMedia is priced per GB, not call.
+"""
+
+from __future__ import annotations
+
+import bisect
+import statistics
+from collections import defaultdict
+
+from bench import prices
+
+DELIVERED_FRACTION = 0.8
+STARTUP_OPERATIONS = frozenset({
+    "dynamodb:CreateTable", "dynamodb:DescribeTable", "dynamodb:GetItem",
+    "kinesisvideo:DescribeStream", "kinesisvideo:GetDataEndpoint", "kinesisvideo:ListStreams",
+    "kinesisvideo:ListTagsForStream", "kinesis-video-media:GetMedia", "kinesis:ListShards",
+    "kinesis:GetShardIterator", "kinesis:GetRecords"})
+HOUR = 3600.0
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile, None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _server_time(fragments: list[list[float]], producer_time: float) -> float | None:
+    """Server timestamp of the fragment holding a frame of this producer time."""
+    starts = [f[0] for f in fragments]
+    index = bisect.bisect_right(starts, producer_time + 1e-3) - 1
+    return fragments[index][1] if index >= 0 else None
+
+
+def lag_series(arrivals: list[dict], t0: float) -> dict[str, list[list[float]]]:
+    """Per stream: [seconds since t0 of the 1 s bin, largest lag of records arriving in it]."""
+    bins: dict[str, dict[int, float]] = defaultdict(dict)
+    for a in arrivals:
+        second = int(a["arrival"] - t0)
+        lag = a["arrival"] - a["producer_time"]
+        bins[a["stream"]][second] = max(lag, bins[a["stream"]].get(second, lag))
+    return {stream: [[s, round(v, 3)] for s, v in sorted(b.items())]
+            for stream, b in sorted(bins.items())}
+
+
+def _cores(samples: list[dict], since: float) -> dict[str, float | None]:
+    later = [s for s in samples if s["time"] >= since]
+    if len(later) < 2:
+        later = samples[-2:]
+    if len(later) < 2 or later[-1]["time"] <= later[0]["time"]:
+        return {"consumer": None, "cameras": None, "harness": None, "machine": None}
+    first, last = later[0], later[-1]
+    wall = last["time"] - first["time"]
+    cores = {group: (last[group]["cpu_seconds"] - first[group]["cpu_seconds"]) / wall
+             for group in ("consumer", "cameras", "harness")}
+    cores["machine"] = (last["machine_cpu_seconds"] - first["machine_cpu_seconds"]) / wall
+    return cores
+
+
+def api_rates(consumers: list[dict], cameras: int, hours: float) -> tuple[dict, dict]:
+    """(recurring calls per camera-hour, start-up calls per probe) from the stats files."""
+    totals: dict[str, int] = defaultdict(int)
+    for consumer in consumers:
+        for operation, count in ((consumer.get("stats") or {}).get("api_calls") or {}).items():
+            totals[operation] += count
+    recurring = {op: n / cameras / hours for op, n in sorted(totals.items())
+                 if op not in STARTUP_OPERATIONS}
+    startup = {op: n for op, n in sorted(totals.items()) if op in STARTUP_OPERATIONS}
+    return recurring, startup
+
+
+def summarise(raw: dict, fragment_seconds: float = 2.0) -> dict:
+    """Derived figures of one probe (see the module's docstring)."""
+    probe = raw["probe"]
+    k, fps = probe["cameras"], probe["fps"]
+    fragments = raw["fragments"]
+    firsts = [rows[0][0] for rows in fragments.values() if rows]
+    t0 = min(firsts) if firsts else raw["cameras_started"]
+    t_cut = raw["stopped"]
+    span = max(1e-6, t_cut - t0)
+    warm, last_third = t0 + span / 3, t0 + 2 * span / 3
+    arrivals = raw["arrivals"]
+    lag = [(a["arrival"], a["arrival"] - a["producer_time"]) for a in arrivals]
+    lag_middle = _median([v for t, v in lag if warm <= t < last_third])
+    lag_last = _median([v for t, v in lag if last_third <= t <= t_cut])
+    window_end = max(warm + fragment_seconds, t_cut - 3 * fragment_seconds)
+    expected = k * fps * (window_end - warm)
+    delivered = sum(warm <= a["producer_time"] < window_end for a in arrivals)
+    delivered_ratio = delivered / expected if expected else 0.0
+    growing = lag_middle is None or lag_last is None or \
+        lag_last > lag_middle + fragment_seconds
+    errors = [f"consumer exit status {c['exit_status']}" for c in raw["consumers"]
+              if c["exit_status"] != 0] + \
+             [f"no stats file from consumer {i}" for i, c in enumerate(raw["consumers"])
+              if c["stats"] is None]
+    latencies = []
+    for a in arrivals:
+        server = _server_time(fragments.get(a["stream"], []), a["producer_time"])
+        if server is not None and a["producer_time"] >= warm:
+            latencies.append(a["arrival"] - server)
+    cores = _cores(raw["samples"], warm)
+    peak = max((s["consumer"]["peak_rss_bytes"] for s in raw["samples"]), default=0)
+    hours = span / HOUR
+    recurring, startup = api_rates(raw["consumers"], k, hours)
+    record_bytes = sum(a["size"] for a in arrivals)
+    video_bytes = sum(f[3] for rows in fragments.values() for f in rows if t0 <= f[0] < t_cut)
+    per_hour = {
+        "kinesisvideo:PutMedia": video_bytes / k / hours,
+        "kinesis-video-media:GetMedia": video_bytes / k / hours,  # every fragment read once
+        "kinesis:records": record_bytes / k / hours,
+        "s3:PutObject": raw["s3"]["bytes"] / k / hours,
+    }
+    records_per_hour = len(arrivals) / k / hours
+    cost = prices.cost_per_camera_day(recurring, per_hour, records_per_hour=records_per_hour)
+    analysed = sum(warm <= a["arrival"] <= t_cut for a in arrivals)
+    return {
+        "kind": probe["kind"], "cameras": k, "fps": fps, "duration": probe["duration"],
+        "run_seconds": span, "ready_seconds": raw["ready_seconds"],
+        "bounded": bool(delivered_ratio >= DELIVERED_FRACTION and not growing and not errors),
+        "delivered_ratio": delivered_ratio, "lag_middle_median_s": lag_middle,
+        "lag_last_median_s": lag_last, "lag_growing": growing, "errors": errors,
+        "records": len(arrivals), "analysed_fps": analysed / max(1e-6, t_cut - warm),
+        "analysed_fps_target": k * fps,
+        "latency_s": {"p50": percentile(latencies, 0.50), "p95": percentile(latencies, 0.95),
+                      "p99": percentile(latencies, 0.99), "records": len(latencies)},
+        "readback_delay_p50_s": _median([a["polled"] - a["arrival"] for a in arrivals]),
+        "cores": cores,
+        "consumer_cores_per_camera": cores["consumer"] / k if cores["consumer"] else None,
+        "peak_rss_bytes": peak, "peak_rss_bytes_per_camera": peak / k,
+        "api_calls_per_camera_hour": recurring, "startup_api_calls": startup,
+        "records_per_camera_hour": records_per_hour, "bytes_per_camera_hour": per_hour,
+        "s3_objects": raw["s3"]["objects"], "persons": sum(a["persons"] for a in arrivals),
+        "cost_per_camera_day_usd": cost["total_usd_per_day"],
+        "cost_per_camera_day_by_service_usd": cost["usd_per_day_by_service"],
+        "lag_series": lag_series(arrivals, t0),
+    }
