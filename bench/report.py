@@ -135,9 +135,59 @@ def markdown(results: dict) -> str:
     for fps, figures in results["ratios"].items():
         cells = [f"{RATIO_KEYS[k][0]} {_f(v, '.2f', 'x')}" for k, v in figures.items()]
         lines.append(f"\nthis project / naive at S={fps}: " + ", ".join(cells))
+    lines += ["", *cost_table(results["rows"]), "", *probe_notes(results["sweeps"])]
     lines += ["", "| micro-benchmark | figure |", "| --- | --- |"]
     lines += [f"| {name} | {value} |" for name, value in micro_rows(results.get("micro", {}))]
     return "\n".join(lines) + "\n"
+
+
+def cost_table(rows: list[dict]) -> list[str]:
+    """API calls per camera-hour by operation and cost per camera-day by service."""
+    from bench.prices import SOURCE
+
+    lines = [("| consumer | S | GetMedia | PutRecords / PutRecord | PutObject | DynamoDB writes "
+              "| KVS $/day | KDS $/day | S3 $/day | DynamoDB $/day | total $/day |"),
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        probe = row["probe"]
+        if probe is None:
+            continue
+        calls = probe["api_calls_per_camera_hour"]
+        usd = probe["cost_per_camera_day_by_service_usd"]
+        records = calls.get("kinesis:PutRecords", 0.0) + calls.get("kinesis:PutRecord", 0.0)
+        writes = sum(calls.get(f"dynamodb:{op}", 0.0) for op in ("PutItem", "UpdateItem"))
+        lines.append(
+            f"| {'this project' if row['kind'] == 'ours' else 'naive'} | {row['fps']:g} | "
+            f"1.33 | {records:,.0f} | {calls.get('s3:PutObject', 0.0):,.0f} | {writes:,.0f} | "
+            + " | ".join(f"{usd.get(s, 0.0):.3f}" for s in
+                         ("Kinesis Video Streams", "Kinesis Data Streams", "S3", "DynamoDB"))
+            + f" | {probe['cost_per_camera_day_usd']:.3f} |")
+    note = ("API calls per camera-hour at each capacity probe. GetMedia: one long-lived "
+            "connection per camera, renewed before AWS's 45-minute limit (60/45 per hour; "
+            "each probe opened one per camera). KVS is billed per GB ingested and consumed "
+            "(2 Mbit/s per camera) and stored (24 h), KDS in provisioned mode per 25 KB PUT "
+            "payload unit and shard share, S3 per PUT and GB-month (30 days kept), DynamoDB "
+            f"on-demand per write unit. Prices: {SOURCE}.")
+    return [*lines, "", note]
+    return lines
+
+
+def probe_notes(sweeps: list[dict]) -> list[str]:
+    """One line per probe with errors, and what the sweep inferred or skipped."""
+    notes = []
+    for sweep in sweeps:
+        name = "this project" if sweep["kind"] == "ours" else "naive"
+        for probe in sweep["probes"]:
+            if probe["errors"]:
+                notes.append(f"- {name}, S={sweep['fps']:g}, K={probe['cameras']}: "
+                             + "; ".join(probe["errors"]))
+        if sweep["inferred"]:
+            notes.append(f"- {name}, S={sweep['fps']:g}: K = {sweep['inferred']} taken as "
+                         "bounded from the higher S (not run)")
+        if sweep["skipped"]:
+            notes.append(f"- {name}, S={sweep['fps']:g}: K = {sweep['skipped']} skipped for "
+                         "the time budget")
+    return notes
 
 
 def micro_rows(micro: dict) -> list[tuple[str, str]]:
