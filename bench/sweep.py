@@ -8,9 +8,10 @@ between the last bounded K and the first unbounded one. Capacity = the largest b
 
 Two shortcuts keep the run short, both stated in the results:
 - a K bounded at a higher S is taken as bounded at a lower one (analysing fewer frames per
-  camera costs less), so at a lower S the doubling starts at the capacity found at the higher S
-  (measured again, so every capacity has its own probe) and the smaller K are marked "inferred";
-  if that first probe is unexpectedly not bounded, K halves until one is;
+  camera costs less), so at a lower S the doubling continues from the capacity C found at the
+  higher S (2C, 4C, ...; the smaller K are marked "inferred"); when no larger K is bounded, C
+  itself is probed so that every capacity has a probe of its own (and halved if, unexpectedly,
+  it is not bounded);
 - a time budget: a probe whose estimated time would end the sweep after `deadline` is skipped
   (marked "skipped: time budget"), and the capacity it would have refined is marked as such.
 """
@@ -90,10 +91,12 @@ class Runner:
     def sweep(self, kind: str, fps: float, known_capacity: int = 0) -> Sweep:
         """Capacity of `kind` at `fps`; `known_capacity`: capacity at a higher S (0: none)."""
         result = Sweep(kind, fps)
-        start = max(1, known_capacity)
-        result.inferred = [k for k in doubling(1, self.max_cameras) if k < start]
-        bounded_at, failed = 0, None
-        for cameras in doubling(start, self.max_cameras):
+        bounded_at, failed, measured = known_capacity, None, set()
+        steps = doubling(1, self.max_cameras)
+        if known_capacity:
+            result.inferred = [k for k in steps if k <= known_capacity]
+            steps = [k for k in doubling(known_capacity, self.max_cameras) if k > known_capacity]
+        for cameras in steps:
             bounded = self._try(result, cameras)
             if bounded is None:
                 break
@@ -101,20 +104,24 @@ class Runner:
                 failed = cameras
                 break
             bounded_at = cameras
-        while failed == start and start > 1 and bounded_at == 0:  # unexpected: walk down
-            start = failed = start // 2
-            bounded = self._try(result, start)
+            measured.add(cameras)
+        if failed is not None and bounded_at and failed - bounded_at >= 2:
+            middle = (bounded_at + failed) // 2
+            if self._try(result, middle):
+                bounded_at = middle
+                measured.add(middle)
+        # every capacity gets a probe of its own at this S: confirm one taken from a higher S
+        while bounded_at and bounded_at not in measured:
+            bounded = self._try(result, bounded_at)
             if bounded is None:
                 break
             if bounded:
-                bounded_at, failed = start, start * 2
+                measured.add(bounded_at)
+            else:
+                bounded_at //= 2
+        result.inferred = [k for k in result.inferred if k not in measured]
         result.capacity = bounded_at
-        if failed is None:
-            result.at_cap = bounded_at == self.max_cameras
-        elif bounded_at and failed - bounded_at >= 2:
-            middle = (bounded_at + failed) // 2
-            if self._try(result, middle):
-                result.capacity = middle
+        result.at_cap = failed is None and bounded_at == self.max_cameras
         return result
 
     def run(self, kinds: list[str], fps_values: list[float]) -> list[Sweep]:

@@ -1,0 +1,106 @@
+"""bench.sweep and bench.metrics on synthetic probes: the search and the bounded-lag judgement."""
+
+from __future__ import annotations
+
+import time
+
+from bench.metrics import summarise
+from bench.sweep import Runner, doubling
+
+
+def fake_probe(capacities: dict[tuple[str, float], int], ran: list):
+    def run(probe) -> dict:
+        ran.append((probe.kind, probe.fps, probe.cameras))
+        return {"bounded": probe.cameras <= capacities[(probe.kind, probe.fps)],
+                "cameras": probe.cameras, "analysed_fps": 1.0, "analysed_fps_target": 1.0,
+                "delivered_ratio": 1.0, "latency_s": {"p50": 1.0}, "cores": {"consumer": 1.0}}
+    return run
+
+
+def sweep(capacities, max_cameras=16, budget=1000.0):
+    ran: list = []
+    runner = Runner(fake_probe(capacities, ran), duration=0.0, max_cameras=max_cameras,
+                    deadline=time.monotonic() + budget, log=lambda _: None)
+    return {(s.kind, s.fps): s for s in runner.run(["ours", "naive"], [1.0, 2.0])}, ran
+
+
+def test_doubling_clips_the_last_step():
+    assert doubling(1, 16) == [1, 2, 4, 8, 16]
+    assert doubling(1, 12) == [1, 2, 4, 8, 12]
+    assert doubling(12, 16) == [12, 16]
+
+
+def test_doubling_then_one_bisection_step_highest_fps_first():
+    sweeps, ran = sweep({("ours", 2.0): 11, ("ours", 1.0): 14,
+                         ("naive", 2.0): 5, ("naive", 1.0): 7})
+    assert ran[:6] == [("ours", 2.0, k) for k in (1, 2, 4, 8, 16, 12)]
+    assert sweeps[("ours", 2.0)].capacity == 8  # 12 failed: one bisection step only
+    assert sweeps[("naive", 2.0)].capacity == 4  # 1, 2, 4, 8 failed, 6 failed
+    # at S=1 the doubling continues from the capacity at S=2: 16 fails, bisect to 12
+    assert [k for kind, fps, k in ran if (kind, fps) == ("ours", 1.0)] == [16, 12]
+    assert sweeps[("ours", 1.0)].capacity == 12
+    assert sweeps[("ours", 1.0)].inferred == [1, 2, 4, 8]
+    assert [k for kind, fps, k in ran if (kind, fps) == ("naive", 1.0)] == [8, 6]
+    assert sweeps[("naive", 1.0)].capacity == 6
+
+
+def test_a_capacity_from_a_higher_fps_is_probed_when_nothing_larger_is_bounded():
+    sweeps, ran = sweep({("ours", 2.0): 8, ("ours", 1.0): 9,
+                         ("naive", 2.0): 0, ("naive", 1.0): 0})
+    assert [k for kind, fps, k in ran if (kind, fps) == ("ours", 1.0)] == [16, 12, 8]
+    assert sweeps[("ours", 1.0)].capacity == 8
+    assert sweeps[("naive", 2.0)].capacity == 0 and ("naive", 2.0, 2) not in ran
+
+
+def test_the_cap_and_the_time_budget():
+    sweeps, _ = sweep({k: 99 for k in [("ours", 2.0), ("ours", 1.0), ("naive", 2.0),
+                                       ("naive", 1.0)]}, max_cameras=4)
+    assert sweeps[("ours", 2.0)].at_cap and sweeps[("ours", 2.0)].capacity == 4
+    sweeps, ran = sweep({("ours", 2.0): 3, ("ours", 1.0): 3, ("naive", 2.0): 3,
+                         ("naive", 1.0): 3}, budget=0.0)
+    assert ran == [] and sweeps[("ours", 2.0)].skipped == [1]
+
+
+def synthetic_raw(cameras: int, fps: float, service_share: float, seconds: float = 21.0,
+                  latency: float = 0.5) -> dict:
+    """A probe where the consumer serves `service_share` of the demand, FIFO per camera."""
+    t0, fragment = 1_000_000.0, 2.0
+    fragments, arrivals = {}, []
+    for c in range(cameras):
+        stream = f"cam-{c}"
+        rows = [[t0 + i * fragment, t0 + (i + 1) * fragment, fragment, 500_000]
+                for i in range(int(seconds // fragment))]
+        fragments[stream] = rows
+        for i, (producer, server, _, _) in enumerate(rows):
+            done = t0 + fragment + (server - t0 - fragment) / service_share + latency
+            for n in range(int(fps * fragment)):
+                arrivals.append({"stream": stream, "producer_time": producer + n / fps,
+                                 "arrival": done, "polled": done + 0.1, "size": 3000,
+                                 "persons": 1})
+    samples = [{"time": t0 + s, "machine_cpu_seconds": s * 1.5,
+                **{g: {"cpu_seconds": s * 0.5, "rss_bytes": 1, "peak_rss_bytes": 2**28,
+                       "processes": 1} for g in ("consumer", "cameras", "harness")}}
+               for s in range(int(seconds) + 1)]
+    stats = {"api_calls": {"kinesis:PutRecords": 10, "s3:PutObject": 20,
+                           "kinesis-video-media:GetMedia": cameras}}
+    return {"probe": {"kind": "ours", "cameras": cameras, "fps": fps, "duration": seconds},
+            "cameras_started": t0, "stopped": t0 + seconds, "ready_seconds": 1.0,
+            "fragments": fragments, "arrivals": [a for a in arrivals
+                                                 if a["arrival"] <= t0 + seconds + 5],
+            "samples": samples, "consumers": [{"exit_status": 0, "stats": stats}],
+            "s3": {"objects": 20, "bytes": 2_000_000}}
+
+
+def test_a_consumer_that_keeps_up_is_bounded():
+    summary = summarise(synthetic_raw(4, 2.0, service_share=1.0))
+    assert summary["bounded"] and abs(summary["delay_growth_s_per_s"]) < 0.01
+    assert summary["latency_s"]["p50"] == 0.5
+    assert summary["delivered_ratio"] > 0.95
+    assert summary["startup_api_calls"] == {"kinesis-video-media:GetMedia": 4}
+    assert summary["cost_per_camera_day_usd"] > 0
+
+
+def test_a_consumer_that_falls_behind_is_not_bounded():
+    summary = summarise(synthetic_raw(4, 2.0, service_share=0.75))
+    assert not summary["bounded"]
+    assert summary["delay_growth_s_per_s"] > 0.2
