@@ -25,7 +25,7 @@ def smoke_outputs(tmp_path_factory, captures, models) -> Path:
     env["KVS_SHARED_DIR"] = str(captures.parent)
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--out", str(out), "--models-dir", str(models)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "total time:" in done.stdout
     return out
