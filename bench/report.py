@@ -240,10 +240,12 @@ def plot(results: dict, path: Path) -> None:
         axis.set_ylabel("arrival in KDS - producer time (s), max per 1 s")
         axis.set_ylim(bottom=0)
         axis.grid(alpha=0.3)
-    for kind, label, marker in (("ours", "this project", "o"), ("naive", "naive", "s")):
+    styles = (("ours", "this project", {"marker": "o", "markersize": 10, "fillstyle": "none"}),
+              ("naive", "naive", {"marker": "s", "markersize": 5, "linestyle": "--"}))
+    for kind, label, style in styles:  # hollow and dashed: equal capacities stay visible
         rows = sorted((r for r in results["rows"] if r["kind"] == kind), key=lambda r: r["fps"])
-        axes[2].plot([r["fps"] for r in rows], [r["capacity"] for r in rows], marker=marker,
-                     label=label)
+        axes[2].plot([r["fps"] for r in rows], [r["capacity"] for r in rows], label=label,
+                     **style)
     axes[2].set_title("capacity (largest K with bounded lag)")
     axes[2].set_xlabel("S: analysed frames per second per camera")
     axes[2].set_ylabel("cameras")
