@@ -10,11 +10,13 @@ stream ends the iteration with StreamGone. `stop()` interrupts a blocked read fr
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
 
 from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError
 
 from consumer.aws import AwsContext
 from consumer.backoff import Backoff
@@ -54,10 +56,7 @@ class MediaSource:
         with self._lock:
             payload = self._payload
         if payload is not None:
-            try:
-                payload.close()  # makes the blocked read in fragments() return
-            except Exception:  # closing a half-read socket may raise; we only want it closed
-                pass
+            _interrupt(payload)
 
     @property
     def stopping(self) -> bool:
@@ -139,9 +138,10 @@ class MediaSource:
                     log.info("stream %s: renewing GetMedia before the 45-minute limit",
                              self.stream_name)
                     return
-        except (ValueError, AttributeError) as err:
+        except (ValueError, AttributeError, HTTPError) as err:
             if self._stopping.is_set():
-                return  # the payload was closed under the read by stop()
+                return  # stop() shut the connection under the read
+            # a dropped connection (urllib3's ProtocolError, ReadTimeoutError): reconnect
             raise OSError(str(err)) from None
         finally:
             with self._lock:
@@ -157,3 +157,28 @@ class MediaSource:
 
     def _wait(self, seconds: float) -> None:
         self._stopping.wait(seconds)
+
+
+def _interrupt(payload) -> None:
+    """Wake a thread blocked reading `payload` from another thread.
+
+    Closing the response would wait for the reader (the buffered reader holds its lock while
+    blocked in recv), so shut the socket down instead: the blocked recv returns at once, and the
+    reading thread closes the response itself.
+    """
+    raw = getattr(payload, "_raw_stream", payload)  # botocore StreamingBody -> urllib3 response
+    connection = getattr(raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        # A "Connection: close" response has left its connection: its socket is reached through
+        # http.client's reader (BufferedReader -> SocketIO -> socket).
+        reader = getattr(getattr(raw, "_fp", None), "fp", None)
+        sock = getattr(getattr(reader, "raw", None), "_sock", None)
+    try:
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+        else:
+            payload.close()
+    except OSError:
+        pass  # already closed: nothing left to wake
+

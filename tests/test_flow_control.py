@@ -97,3 +97,52 @@ def test_renewed_connections_resume_with_the_continuation_token(capture):
         reader.join(30)
     assert len(got) == 8 and got == sorted(set(got))
     assert media.connections >= 8  # a new connection after every fragment
+
+
+def test_stop_interrupts_a_read_blocked_on_an_idle_stream_at_once():
+    """SIGTERM's first step: a reader waiting for a camera that sends nothing must not wait for
+    the service's idle timeout (20 s here, as with the default local service)."""
+    with LocalKvsService(limits=Limits(getmedia_idle_seconds=20)) as kvs:
+        aws = AwsContext(kvs.endpoint_url)
+        arn = aws.client().create_stream(StreamName="idle")["StreamARN"]
+        media = MediaSource(aws, "idle", arn, start="NOW")
+        reader = threading.Thread(target=lambda: list(media.fragments()))
+        reader.start()
+        deadline = time.monotonic() + 10
+        while media.state != "connected" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # now blocked in the read
+        started = time.monotonic()
+        media.stop()
+        reader.join(5)
+        assert not reader.is_alive()
+        assert time.monotonic() - started < 1.0
+
+
+def test_a_connection_dropped_mid_stream_resumes_from_the_continuation_token(capture):
+    from consumer.media_source import _interrupt
+    source = read_fragments(capture("clusters.mkv"))
+    with LocalKvsService(limits=Limits(getmedia_idle_seconds=20)) as kvs:
+        aws = AwsContext(kvs.endpoint_url)
+        arn = aws.client().create_stream(StreamName="flaky")["StreamARN"]
+        put_media(kvs.endpoint_url, "flaky", producer_mkv(source[:3], int(time.time() * 1000)))
+        media = MediaSource(aws, "flaky", arn, start="EARLIEST")
+        got = []
+
+        def read():
+            for fragment in media.fragments():
+                got.append(fragment.fragment_number)
+                if len(got) == 3:
+                    _interrupt(media._payload)  # the network drops the connection
+                if len(got) == 5:
+                    media.stop()
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        deadline = time.monotonic() + 10
+        while len(got) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        put_media(kvs.endpoint_url, "flaky", producer_mkv(source[3:5], int(time.time() * 1000)))
+        reader.join(20)
+    assert len(got) == 5 and got == sorted(set(got))
+    assert media.connections >= 2
