@@ -255,8 +255,11 @@ def _session(args: argparse.Namespace) -> boto3.session.Session:
     return boto3.session.Session(region_name=region, **keys)
 
 
-def _stop(signum: int, _frame: FrameType | None) -> None:
-    raise Stop(signal.Signals(signum).name)
+def _stopper(requested: list[str]):
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        requested.append(signal.Signals(signum).name)
+        raise Stop(requested[-1])
+    return stop
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -291,14 +294,17 @@ def main(argv: list[str] | None = None) -> int:
     calls = ApiCalls()
     consumer = NaiveConsumer(args, _session(args), calls)
     began = time.monotonic()
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGALRM, _stop)
+    requested: list[str] = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+        signal.signal(sig, _stopper(requested))
     if args.duration:
         signal.setitimer(signal.ITIMER_REAL, args.duration)
     try:
         consumer.run()
-    except Stop as why:
+    except Exception as why:  # noqa: BLE001
+        # a signal inside a boto3 call surfaces wrapped (HTTPClientError): a stop all the same
+        if not requested:
+            raise
         log.info("stopping: %s", why)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
