@@ -140,7 +140,14 @@ class Pose(Model):
 
 
 class Processing(Model):
+    @property
+    def worker_count(self) -> int:
+        return self.workers or max(1, min(8, os.cpu_count() or 1))
+
     pose: Pose = Pose()
+    # analysis workers, each with its own model instance, each serving a share of the streams;
+    # 0: one per CPU core (at most 8)
+    workers: int = Field(0, ge=0, le=64)
     batch_size: int = Field(8, ge=1, le=256)
     batch_wait_ms: float = Field(20.0, ge=0)
     queue_frames: int = Field(64, ge=1, description="frames waiting for analysis, all streams")

@@ -44,7 +44,7 @@ def demo_config(endpoints: dict, cameras: list[str], models_dir: Path) -> dict:
 
 def run_demo(clip: Path, seconds: float, cameras: int, output_dir: Path,
              models_dir: Path) -> int:
-    from consumer.run import build_processor
+    from consumer.run import build_processors
     from consumer.service import ConsumerService
     from consumer.status import status_lines
     from infra.local.stack import LocalStack
@@ -62,7 +62,7 @@ def run_demo(clip: Path, seconds: float, cameras: int, output_dir: Path,
         kinesis = stack.client("kinesis")
         kinesis.create_stream(StreamName=DATA_STREAM, ShardCount=1)
         config = load_config(data=demo_config(endpoints, names, models_dir), environ={})
-        processor = build_processor(config)
+        processors = build_processors(config)
         camera_log = output_dir / "cameras.log"
         output_dir.mkdir(parents=True, exist_ok=True)
         cameras_process = subprocess.Popen(
@@ -72,7 +72,7 @@ def run_demo(clip: Path, seconds: float, cameras: int, output_dir: Path,
              "--duration", f"{seconds:.0f}"],
             stdout=camera_log.open("w"), stderr=subprocess.STDOUT, cwd=REPO)
         _wait_for_streams(stack, names)
-        service = ConsumerService(config, processor).start()
+        service = ConsumerService(config, processors).start()
         stop = threading.Event()
         runner = threading.Thread(target=service.run, args=(stop,), daemon=True)
         runner.start()
@@ -90,7 +90,8 @@ def run_demo(clip: Path, seconds: float, cameras: int, output_dir: Path,
         stop.set()
         runner.join(5)
         service.shutdown()
-        processor.close()
+        for processor in processors:
+            processor.close()
         return _summarise(stack, service, names, output_dir)
 
 

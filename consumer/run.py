@@ -26,6 +26,16 @@ def build_processor(config: Config):
     return PoseProcessor(config.processing.pose, max_batch=config.processing.batch_size)
 
 
+def build_processors(config: Config) -> list:
+    """One processor per analysis worker (a model instance each: they run in parallel)."""
+    return [build_processor(config) for _ in range(config.processing.worker_count)]
+
+
+def _close(processors: list) -> None:
+    for processor in processors:
+        processor.close()
+
+
 def install_signal_handlers(stop: threading.Event) -> None:
     def handle(signum, _frame):
         if stop.is_set():
@@ -52,21 +62,21 @@ def run(config_path: str | None, stop: threading.Event | None = None,
     stop = stop or threading.Event()
     install_signal_handlers(stop)
     try:
-        processor = build_processor(config)
+        processors = build_processors(config)
     except (ModelNotFoundError, ConfigError) as err:
         print(f"consumer: {err}", file=sys.stderr)
         return 3
     try:
-        service = ConsumerService(config, processor).start()
+        service = ConsumerService(config, processors).start()
     except Exception as err:
         print(f"consumer: cannot start: {err}", file=sys.stderr)
-        processor.close()
+        _close(processors)
         return 3
     try:
         service.run(stop)
     finally:
         service.shutdown()
-        processor.close()
+        _close(processors)
         if stats_file:
             Path(stats_file).write_text(json.dumps(service.stats(), indent=1, default=str))
     return 0

@@ -57,9 +57,13 @@ class Clients:
 
 
 class ConsumerService:
-    def __init__(self, config: Config, processor: Processor, clients: Clients | None = None):
+    def __init__(self, config: Config, processors: Processor | list[Processor],
+                 clients: Clients | None = None):
         self.config = config
-        self.processor = processor
+        # One analysis worker per processor; each stream is served by one of them, so a
+        # camera's records stay in order while the workers use every core.
+        self.processors = processors if isinstance(processors, list) else [processors]
+        processor = self.processors[0]
         self.clients = clients or Clients.from_config(config)
         outputs = config.outputs
         self.kinesis = KinesisRecordWriter(self.clients.kinesis, outputs.kinesis.stream,
@@ -75,9 +79,11 @@ class ConsumerService:
                                    fetch=self._fetch_object)
         self.tracker = FragmentTracker(self.checkpointer.completed,
                                        self.outputs.fragment_analysed)
-        self.work: queue.Queue = queue.Queue(maxsize=config.processing.queue_frames)
-        self.analyzer = Analyzer(processor, self.work, self.outputs.emit,
-                                 config.processing.batch_size, config.processing.batch_wait_ms)
+        per_worker = max(1, config.processing.queue_frames // len(self.processors))
+        self.analyzers = [
+            Analyzer(each, queue.Queue(maxsize=per_worker), self.outputs.emit,
+                     config.processing.batch_size, config.processing.batch_wait_ms)
+            for each in self.processors]
         self.workers: dict[str, StreamWorker] = {}
         self.started = time.monotonic()
 
@@ -86,7 +92,8 @@ class ConsumerService:
     def start(self) -> "ConsumerService":
         self.store.ensure_table()
         self.checkpointer.start()
-        self.analyzer.start()
+        for analyzer in self.analyzers:
+            analyzer.start()
         self.refresh_streams()
         return self
 
@@ -114,8 +121,10 @@ class ConsumerService:
             worker.stop()
         for worker in self.workers.values():
             worker.join(max(0.1, min(2.0, deadline - time.monotonic())))
-        drained = self.analyzer.drain(max(0.1, deadline - time.monotonic() - 2.0))
-        self.analyzer.stop(1.0)
+        drained = all([analyzer.drain(max(0.1, deadline - time.monotonic() - 2.0))
+                       for analyzer in self.analyzers])
+        for analyzer in self.analyzers:
+            analyzer.stop(1.0)
         if self.outputs.windows is not None:
             self.outputs.windows.flush_all()
         remaining = max(0.5, deadline - time.monotonic() - 0.5)
@@ -136,6 +145,10 @@ class ConsumerService:
             return None
         return response["Body"].read()
 
+    @property
+    def frames_analysed(self) -> int:
+        return sum(analyzer.frames for analyzer in self.analyzers)
+
     def stats(self) -> dict:
         """Counters for a stats file or a benchmark: per stream, analysis, writers, API calls."""
         streams = {}
@@ -151,8 +164,9 @@ class ConsumerService:
         return {
             "elapsed_seconds": time.monotonic() - self.started,
             "streams": streams,
-            "analysis": {"frames": self.analyzer.frames, "batches": self.analyzer.batches,
-                         "busy_seconds": self.analyzer.busy_seconds},
+            "analysis": {"workers": len(self.analyzers), "frames": self.frames_analysed,
+                         "batches": sum(a.batches for a in self.analyzers),
+                         "busy_seconds": sum(a.busy_seconds for a in self.analyzers)},
             "kinesis": vars(self.kinesis.stats()),
             "s3": vars(self.s3.stats()) if self.s3 is not None else None,
             "checkpoint_writes": self.checkpointer.writes,
@@ -183,8 +197,9 @@ class ConsumerService:
         source = MediaSource(self.clients.kvs, name, arn, start=self.config.streams.start.value,
                              after_fragment=checkpoint)
         settings = self.config.streams.settings_for(name)
+        analyzer = self.analyzers[len(self.workers) % len(self.analyzers)]
         self.workers[name] = StreamWorker(name, arn, source, settings, self.tracker,
-                                          self.work).start()
+                                          analyzer.work).start()
         log.info("stream %s: reading from %s (sampling %s, policy %s)", name,
                  f"after checkpoint {checkpoint}" if checkpoint else self.config.streams.start.value,
                  settings.sampling.mode.value, settings.policy.value)

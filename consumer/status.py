@@ -23,13 +23,17 @@ def status_lines(service) -> list[str]:
             f"decode errors {stats.decode_errors}, behind {behind}, lag "
             f"{_seconds(stats.lag_seconds)}, checkpoint "
             f"{'-' if checkpoint is None else checkpoint}")
-    analyzer = service.analyzer
+    analyzers = service.analyzers
     elapsed = max(1e-6, time.monotonic() - service.started)
     sent = service.kinesis.stats()
+    frames = service.frames_analysed
+    busy = sum(a.busy_seconds for a in analyzers) / len(analyzers)
+    queued = sum(a.work.qsize() for a in analyzers)
+    room = sum(a.work.maxsize for a in analyzers)
     lines.append(
-        f"total: {len(service.workers)} streams, {analyzer.frames} frames analysed "
-        f"({analyzer.frames / elapsed:.1f}/s, processor busy {analyzer.busy_seconds / elapsed:.0%}), "
-        f"queue {service.work.qsize()}/{service.work.maxsize}, records sent {sent.records_sent} "
+        f"total: {len(service.workers)} streams, {frames} frames analysed "
+        f"({frames / elapsed:.1f}/s, {len(analyzers)} workers {busy / elapsed:.0%} busy), "
+        f"queue {queued}/{room}, records sent {sent.records_sent} "
         f"(throttled {sent.throttles}, failed {sent.failures}), checkpoint writes "
         f"{service.checkpointer.writes}, AWS API calls {sum(service.clients.calls.snapshot().values())}")
     return lines

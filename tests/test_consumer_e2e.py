@@ -124,7 +124,7 @@ def test_end_to_end_with_the_real_pose_model(stack):
         processor.close()
 
     records = read_all_records(stack.client("kinesis"), "e2e-records")
-    analysed = service.analyzer.frames
+    analysed = service.frames_analysed
     assert len(records) == analysed > 30  # a record for every analysed frame (2 fps of ~30 s)
     schema = load_schema()
     for record in records:
