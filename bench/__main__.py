@@ -31,7 +31,7 @@ what it does:
   5. writes results.json, report.md and report.png to --out and prints the Markdown table.
 
 bounded lag (per probe; the run is cut in thirds, the first is warm-up):
-  records of frames captured in [T/3, end - 3 fragments] >= 80 % of K x S x that span, and the
+  records of frames captured in [T/3, end - 3 fragments] >= 95 % of K x S x that span, and the
   median lag (arrival in Kinesis - producer time) of the last third <= that of the middle third
   + one fragment (2 s).
 

@@ -15,7 +15,7 @@ warm-up and counts for nothing but the lag plot.
   (fragments with no record by t_cut have none: criterion 1 counts what they miss).
 - BOUNDED (the lag stayed bounded over the run) when both hold:
     1. delivered: records of frames whose producer time lies in [t0 + T/3, t_cut - 3 fragments]
-       that arrived by t_cut number at least 80 % of K x S x that span (the consumer keeps up
+       that arrived by t_cut number at least 95 % of K x S x that span (the consumer keeps up
        and delivers a frame within 3 fragment durations of its capture);
     2. not growing: the least-squares slope of the fragments' delay against their server
        timestamp, over fragments from t0 + T/3 to t_cut - 1 fragment, is at most 0.1 s per s
@@ -38,7 +38,9 @@ from collections import defaultdict
 
 from bench import prices
 
-DELIVERED_FRACTION = 0.8
+# Near-complete: a consumer that drops frames when behind (the naive one reconnects at NOW) has a
+# flat delay but is not sustaining its cameras.
+DELIVERED_FRACTION = 0.95
 GROWTH_LIMIT = 0.1  # seconds of delay gained per second of run
 STARTUP_OPERATIONS = frozenset({
     "dynamodb:CreateTable", "dynamodb:DescribeTable", "dynamodb:GetItem",
