@@ -19,8 +19,9 @@ from __future__ import annotations
 import math
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 _EVENT_NAMESPACE = uuid.UUID("0d1f6a52-3c0b-4a8e-b7e4-5c1e9d2a7f30")
 Point = tuple[float, float]
@@ -102,7 +103,7 @@ class Observation:
         return ((self.bbox[0] + self.bbox[2]) / 2.0, self.bbox[3])
 
     @classmethod
-    def from_person(cls, person: Any, time: float, fragment_number: int) -> "Observation":
+    def from_person(cls, person: Any, time: float, fragment_number: int) -> Observation:
         """From a `processors.base.Person`."""
         return cls(time, fragment_number, person.track_id, tuple(person.bbox),
                    tuple(person.landmarks))
@@ -187,7 +188,7 @@ def torso_angle(landmarks: Sequence, aspect_ratio: float = 1.0,
 
 
 class _Track:
-    __slots__ = ("last_time", "last_fragment", "anchor", "zones", "dwell", "fall")
+    __slots__ = ("anchor", "dwell", "fall", "last_fragment", "last_time", "zones")
 
     def __init__(self) -> None:
         self.last_time = 0.0

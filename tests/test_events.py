@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
 import pytest
 
 from processors.base import Landmark, Person
-from processors.events import (CountRule, DwellRule, EventEngine, FallRule, LineRule,
-                               Observation, ZoneRule, point_in_polygon, segment_crossing,
-                               torso_angle)
+from processors.events import (
+    CountRule,
+    DwellRule,
+    EventEngine,
+    FallRule,
+    LineRule,
+    Observation,
+    ZoneRule,
+    point_in_polygon,
+    segment_crossing,
+    torso_angle,
+)
 
 FPS = 30.0
 DT = 1.0 / FPS
@@ -30,7 +40,7 @@ def run(engine, frames):
 
 
 def walk(tid, x0, x1, seconds, t0=0.0):
-    n = int(round(seconds * FPS))
+    n = round(seconds * FPS)
     return [(t0 + i * DT, [obs(t0 + i * DT, tid, x0 + (x1 - x0) * i / (n - 1))])
             for i in range(n)]
 
@@ -144,7 +154,7 @@ def pose_track(keys, t_end):
     frames, i = [], 0
     while i * DT <= t_end + 1e-9:
         t = i * DT
-        for (t0, y0, a0), (t1, y1, a1) in zip(keys, keys[1:]):
+        for (t0, y0, a0), (t1, y1, a1) in itertools.pairwise(keys):
             if t0 <= t <= t1:
                 f = (t - t0) / (t1 - t0)
                 y, a = y0 + f * (y1 - y0), a0 + f * (a1 - a0)
