@@ -46,41 +46,44 @@ def unlace(payload: memoryview, lacing: int) -> list[memoryview]:
     return frames
 
 
+def _string(value) -> str:
+    return ebml.read_string(value).strip()
+
+
+# TrackEntry children (and those of its Video and Audio masters) -> Track field and reader.
+_TRACK_FIELDS = {
+    ebml.TRACK_NUMBER: ("number", ebml.read_uint),
+    ebml.TRACK_TYPE: ("type", ebml.read_uint),
+    ebml.CODEC_ID: ("codec_id", _string),
+    ebml.CODEC_PRIVATE: ("codec_private", bytes),
+    ebml.TRACK_UID: ("uid", ebml.read_uint),
+    ebml.TRACK_NAME: ("name", ebml.read_string),
+    ebml.DEFAULT_DURATION: ("default_duration_ns", ebml.read_uint),
+    ebml.PIXEL_WIDTH: ("width", ebml.read_uint),
+    ebml.PIXEL_HEIGHT: ("height", ebml.read_uint),
+    ebml.SAMPLING_FREQUENCY: ("sampling_frequency", ebml.read_float),
+    ebml.CHANNELS: ("channels", ebml.read_uint),
+}
+
+
 def parse_tracks(payload) -> tuple[Track, ...]:
     tracks = []
     for entry_id, entry in ebml.iter_children(payload):
         if entry_id != ebml.TRACK_ENTRY:
             continue
         fields: dict = {"number": 0, "type": 0, "codec_id": ""}
-        for child_id, value in ebml.iter_children(entry):
-            if child_id == ebml.TRACK_NUMBER:
-                fields["number"] = ebml.read_uint(value)
-            elif child_id == ebml.TRACK_TYPE:
-                fields["type"] = ebml.read_uint(value)
-            elif child_id == ebml.CODEC_ID:
-                fields["codec_id"] = ebml.read_string(value).strip()
-            elif child_id == ebml.CODEC_PRIVATE:
-                fields["codec_private"] = bytes(value)
-            elif child_id == ebml.TRACK_UID:
-                fields["uid"] = ebml.read_uint(value)
-            elif child_id == ebml.TRACK_NAME:
-                fields["name"] = ebml.read_string(value)
-            elif child_id == ebml.DEFAULT_DURATION:
-                fields["default_duration_ns"] = ebml.read_uint(value)
-            elif child_id == ebml.VIDEO:
-                for video_id, video_value in ebml.iter_children(value):
-                    if video_id == ebml.PIXEL_WIDTH:
-                        fields["width"] = ebml.read_uint(video_value)
-                    elif video_id == ebml.PIXEL_HEIGHT:
-                        fields["height"] = ebml.read_uint(video_value)
-            elif child_id == ebml.AUDIO:
-                for audio_id, audio_value in ebml.iter_children(value):
-                    if audio_id == ebml.SAMPLING_FREQUENCY:
-                        fields["sampling_frequency"] = ebml.read_float(audio_value)
-                    elif audio_id == ebml.CHANNELS:
-                        fields["channels"] = ebml.read_uint(audio_value)
+        _read_fields(entry, fields)
         tracks.append(Track(**fields))
     return tuple(tracks)
+
+
+def _read_fields(payload, fields: dict) -> None:
+    for child_id, value in ebml.iter_children(payload):
+        if child_id in (ebml.VIDEO, ebml.AUDIO):
+            _read_fields(value, fields)
+        elif child_id in _TRACK_FIELDS:
+            name, read = _TRACK_FIELDS[child_id]
+            fields[name] = read(value)
 
 
 def parse_tags(payload) -> dict[str, str]:
