@@ -14,7 +14,7 @@ import socket
 from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -139,12 +139,58 @@ class Pose(Model):
     download: bool = True  # fetch a missing model from Google's published URL once
 
 
+class ProcessorKind(str, Enum):
+    POSE = "pose"  # MediaPipe PoseLandmarker, CPU, 33 landmarks a person
+    YOLO = "yolo"  # Ultralytics YOLO detection or pose, GPU when present (extra: yolo)
+
+
+class Yolo(Model):
+    """Ultralytics YOLO. `weights`: a .pt, or an exported .onnx / TensorRT .engine, loaded by
+    Ultralytics' own loaders; an architecture .yaml (e.g. yolov8n.yaml) builds the model with
+    random weights (for tests: no download). A bare file name is looked up in models_dir."""
+
+    weights: str = "yolov8n-pose.pt"
+    models_dir: Path = Path("~/.cache/kvs-analytics/models")
+    device: str = Field("auto", description="auto (cuda:0 when present, else cpu), cpu, cuda:N")
+    half: bool | None = Field(None, description="FP16; default: on a GPU only")
+    classes: list[str] = Field(default_factory=lambda: ["person"],
+                               description="class names to keep, as in the model's names")
+    confidence: float = Field(0.25, ge=0, le=1)
+    iou: float = Field(0.7, ge=0, le=1, description="non-maximum suppression IoU threshold")
+    image_size: int = Field(640, ge=32, le=4096)
+    max_detections: int = Field(100, ge=1, le=1000)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?|[0-9]+", device):
+            raise ValueError(f"{device!r}: expected auto, cpu, mps, cuda or cuda:N")
+        return device
+
+
+class Tracking(Model):
+    """ByteTrack (supervision) per stream, across fragments: stable track ids in the records."""
+
+    enabled: bool = True
+    lost_track_seconds: float = Field(3.0, gt=0, description="a lost track is kept this long")
+    activation_threshold: float = Field(0.25, ge=0, le=1,
+                                        description="confidence that starts a track")
+    matching_threshold: float = Field(0.8, ge=0, le=1, description="IoU cost cut-off")
+
+
 class Processing(Model):
     @property
     def worker_count(self) -> int:
-        return self.workers or max(1, min(8, os.cpu_count() or 1))
+        if self.workers:
+            return self.workers
+        if self.processor is ProcessorKind.YOLO:
+            return 1  # one model batches every camera's frames (a GPU's strength)
+        return max(1, min(8, os.cpu_count() or 1))
 
+    processor: ProcessorKind = ProcessorKind.POSE
     pose: Pose = Pose()
+    yolo: Yolo = Yolo()
+    tracking: Tracking = Tracking()
     # analysis workers, each with its own model instance, each serving a share of the streams;
     # 0: one per CPU core (at most 8)
     workers: int = Field(0, ge=0, le=64)
@@ -190,6 +236,106 @@ class Outputs(Model):
     s3: S3Output | None = None
 
 
+Polygon = Annotated[list[tuple[float, float]], Field(min_length=3)]
+
+
+class ZoneRuleConfig(Model):
+    """A polygon in normalised image coordinates (x right, y down, 0..1); a track's feet (bbox
+    bottom-centre) entering or leaving it is an event."""
+    type: Literal["zone"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    polygon: Polygon
+    confirm_frames: int = Field(3, ge=1, description="frames on the new side before it counts")
+    report: bool = Field(True, description="false: the zone only serves dwell/count rules")
+
+
+class LineRuleConfig(Model):
+    type: Literal["line"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    a: tuple[float, float]
+    b: tuple[float, float]
+    direction: Literal["any", "left_to_right", "right_to_left"] = "any"
+
+
+class DwellRuleConfig(Model):
+    type: Literal["dwell"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    zone: str
+    seconds: float = Field(gt=0)
+
+
+class CountRuleConfig(Model):
+    type: Literal["count"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    threshold: int = Field(ge=0, description="more people than this")
+    zone: str | None = None
+    min_seconds: float = Field(0.0, ge=0)
+
+
+class FallRuleConfig(Model):
+    type: Literal["fall"]
+    name: str = Field("fall", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    angle_deg: float = Field(60.0, gt=0, lt=180, description="torso angle from vertical")
+    min_velocity: float = Field(0.5, gt=0, description="hip drop, frame heights per second")
+    confirm_seconds: float = Field(1.0, ge=0)
+    velocity_window: float = Field(0.5, gt=0)
+    min_visibility: float = Field(0.3, ge=0, le=1)
+
+
+RuleConfig = Annotated[ZoneRuleConfig | LineRuleConfig | DwellRuleConfig | CountRuleConfig
+                       | FallRuleConfig, Field(discriminator="type")]
+
+
+class CameraEvents(Model):
+    rules: list[RuleConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _zones_exist(self) -> "CameraEvents":
+        names = [rule.name for rule in self.rules]
+        if len(names) != len(set(names)):
+            raise ValueError(f"rule names must be unique, got {names}")
+        zones = {rule.name for rule in self.rules if rule.type == "zone"}
+        for rule in self.rules:
+            zone = getattr(rule, "zone", None)
+            if rule.type in ("dwell", "count") and zone is not None and zone not in zones:
+                raise ValueError(f"rule {rule.name!r} names zone {zone!r}, which is not a "
+                                 f"zone rule of this camera (zones: {sorted(zones)})")
+        return self
+
+
+class Events(Model):
+    """Per-camera event rules, evaluated per track; each event gives a record on the data
+    stream, a highlight JPEG and a clip in S3 under a per-event prefix."""
+
+    # stream name (or shell-style pattern, e.g. "lobby-*") -> its rules; an exact name wins
+    cameras: dict[str, CameraEvents] = Field(default_factory=dict)
+    track_timeout_seconds: float = Field(2.0, gt=0, description="an unseen track is dropped")
+    highlights: bool = True
+    clips: bool = True
+    pre_roll_seconds: float = Field(5.0, ge=0, le=60)
+    post_roll_seconds: float = Field(3.0, ge=0, le=60)
+    url_expiry_seconds: int = Field(3600, ge=1, le=604800, description="presigned URLs")
+
+    def rules_for(self, stream_name: str) -> list:
+        """The camera's rules as processors.events rules (exact name, else first pattern)."""
+        from fnmatch import fnmatchcase
+
+        from processors import events
+        camera = self.cameras.get(stream_name) or next(
+            (c for pattern, c in self.cameras.items() if fnmatchcase(stream_name, pattern)), None)
+        if camera is None:
+            return []
+        kinds = {"zone": events.ZoneRule, "line": events.LineRule, "dwell": events.DwellRule,
+                 "count": events.CountRule, "fall": events.FallRule}
+        out = []
+        for rule in camera.rules:
+            fields = rule.model_dump(exclude={"type"})
+            if rule.type == "zone":
+                fields["polygon"] = tuple(tuple(p) for p in fields["polygon"])
+            out.append(kinds[rule.type](**fields))
+        return out
+
+
 class Checkpoint(Model):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -223,6 +369,7 @@ class Config(Model):
     streams: Streams
     processing: Processing = Processing()
     outputs: Outputs
+    events: Events = Events()
     checkpoint: Checkpoint = Checkpoint()
     logging: Logging = Logging()
     shutdown_seconds: float = Field(8.0, gt=0, description="drain budget after SIGTERM")
