@@ -175,7 +175,8 @@ class Tracking(Model):
     lost_track_seconds: float = Field(3.0, gt=0, description="a lost track is kept this long")
     activation_threshold: float = Field(0.25, ge=0, le=1,
                                         description="confidence that starts a track")
-    matching_threshold: float = Field(0.8, ge=0, le=1, description="IoU cost cut-off")
+    min_iou: float = Field(0.1, ge=0, le=1,
+                           description="overlap with a track's predicted box to continue it")
 
 
 class Processing(Model):
