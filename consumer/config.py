@@ -375,6 +375,13 @@ class Config(Model):
     logging: Logging = Logging()
     shutdown_seconds: float = Field(8.0, gt=0, description="drain budget after SIGTERM")
 
+    @model_validator(mode="after")
+    def _events_need_tracks(self) -> "Config":
+        if self.events.cameras and not self.processing.tracking.enabled:
+            raise ValueError("events.cameras has rules, which are evaluated per track: "
+                             "processing.tracking.enabled must be true")
+        return self
+
 
 def load_config(path: str | Path | None = None, data: Mapping[str, Any] | None = None,
                 environ: Mapping[str, str] | None = None) -> Config:

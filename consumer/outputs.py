@@ -1,16 +1,19 @@
-"""The output stage: for each analysed frame, its Kinesis record and (per the stream's selection)
-its JPEG; for each fully analysed fragment, its pose sequence. Each output is registered on the
+"""The output stage: for each analysed frame, its persons' track ids, the events its camera's
+rules raise (consumer.event_stage), its Kinesis record and (per the stream's selection) its JPEG;
+for each fully analysed fragment, its pose sequence. Each output is registered on the
 fragment's ticket before it is handed to a writer, and settled by the writer's acknowledgement,
 so a fragment is checkpointed only once everything derived from it is durable.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 
 from consumer import annotate, pose_sequence, records, s3_layout
 from consumer.config import FrameSelection, S3Output
+from consumer.event_stage import EventStage
 from consumer.pose_windows import PoseWindows
 from consumer.stream_worker import WorkItem
 from consumer.tracker import FragmentTicket
@@ -21,8 +24,9 @@ log = logging.getLogger(__name__)
 
 class OutputStage:
     def __init__(self, processor: Processor, kinesis, s3=None, s3_config: S3Output | None = None,
-                 fetch=None):
+                 fetch=None, events: EventStage | None = None):
         self.processor = processor
+        self.events = events  # per-camera rules -> event records, highlights, clips
         self.kinesis = kinesis  # consumer.sinks.kinesis.KinesisRecordWriter
         self.s3 = s3  # consumer.sinks.s3.S3ObjectWriter
         self.s3_config = s3_config
@@ -39,6 +43,11 @@ class OutputStage:
     def emit(self, item: WorkItem, result: FrameResult) -> None:
         frame, ticket, settings, stats = item.frame, item.ticket, item.settings, item.stats
         source = frame.source
+        if item.tracker is not None:
+            result = dataclasses.replace(
+                result, persons=item.tracker.update(result.persons, source.producer_time))
+        if item.events is not None and self.events is not None:
+            self.events.observe(item.events, frame, result, ticket)
         stats.note_analysed(source.producer_time, len(result.persons))
         locations = []
         if self.s3 is not None and self._wants_jpeg(settings.frames, item, result):

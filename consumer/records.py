@@ -29,7 +29,7 @@ from consumer.config import STREAM_ARN, STREAM_NAME
 from consumer.frames import FrameSource
 from processors.base import FrameResult, Person
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: RecordType; event records beside frame records
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "frame_record.schema.json"
 
 # MediaPipe Pose Landmarker's 33 landmarks, in its output order.
@@ -75,27 +75,12 @@ def frame_record(source: FrameSource, result: FrameResult, processor_name: str, 
     validated name reaches downstream), a landmark count other than 33 (MediaPipe) or 17 (COCO),
     or a non-finite number.
     """
-    if not STREAM_NAME.fullmatch(source.stream_name):
-        raise ValueError(f"not a Kinesis Video stream name: {source.stream_name!r}")
-    if not STREAM_ARN.fullmatch(source.stream_arn):
-        raise ValueError(f"not a Kinesis Video stream ARN: {source.stream_arn!r}")
-    if source.fragment_number < 0:
-        raise ValueError(f"negative fragment number {source.fragment_number}")
     width, height = (int(v) for v in image_size)
     record: dict[str, Any] = {
+        "RecordType": "Frame",
         "RecordId": source.record_id,
         "SchemaVersion": SCHEMA_VERSION,
-        "InputInformation": {"KinesisVideo": {
-            "StreamArn": source.stream_arn,
-            "StreamName": source.stream_name,
-            "FragmentNumber": str(source.fragment_number),
-            "ServerTimestamp": _num(source.server_timestamp, TIME_DIGITS, "ServerTimestamp"),
-            "ProducerTimestamp": _num(source.producer_timestamp, TIME_DIGITS,
-                                      "ProducerTimestamp"),
-            "FrameOffsetInSeconds": _num(source.frame_offset, TIME_DIGITS,
-                                         "FrameOffsetInSeconds"),
-            "FrameIndex": source.frame_index,
-        }},
+        "InputInformation": input_information(source),
         "Processor": {"Name": processor_name, "Model": model, "ModelVersion": model_version,
                       "ConsumerVersion": consumer_version()},
         "Frame": {"Width": width, "Height": height,
@@ -107,6 +92,27 @@ def frame_record(source: FrameSource, result: FrameResult, processor_name: str, 
     if result.extra:
         record["Extra"] = result.extra
     return record
+
+
+def input_information(source: FrameSource) -> dict[str, Any]:
+    """Where the frame sits in Kinesis Video Streams, as Rekognition's records said it.
+    Raises ValueError for a stream name or ARN that is not one (so nothing but a validated name
+    reaches downstream) or a negative fragment number."""
+    if not STREAM_NAME.fullmatch(source.stream_name):
+        raise ValueError(f"not a Kinesis Video stream name: {source.stream_name!r}")
+    if not STREAM_ARN.fullmatch(source.stream_arn):
+        raise ValueError(f"not a Kinesis Video stream ARN: {source.stream_arn!r}")
+    if source.fragment_number < 0:
+        raise ValueError(f"negative fragment number {source.fragment_number}")
+    return {"KinesisVideo": {
+        "StreamArn": source.stream_arn,
+        "StreamName": source.stream_name,
+        "FragmentNumber": str(source.fragment_number),
+        "ServerTimestamp": _num(source.server_timestamp, TIME_DIGITS, "ServerTimestamp"),
+        "ProducerTimestamp": _num(source.producer_timestamp, TIME_DIGITS, "ProducerTimestamp"),
+        "FrameOffsetInSeconds": _num(source.frame_offset, TIME_DIGITS, "FrameOffsetInSeconds"),
+        "FrameIndex": source.frame_index,
+    }}
 
 
 def encode_record(record: Mapping[str, Any]) -> bytes:

@@ -8,6 +8,8 @@ without a crawler (`WHERE stream = 'cam-1' AND date = '2024-05-01'` reads one fo
     {prefix}/poses/stream={stream}/date={YYYY-MM-DD}/{fragment_number}.parquet
     {prefix}/poses/stream={stream}/date={YYYY-MM-DD}/{YYYYMMDDTHHMMSSZ}-{seconds}s.parquet (windows)
     {prefix}/clips/stream={stream}/date={YYYY-MM-DD}/{fragment_number}.{ext}
+    {prefix}/events/stream={stream}/date={YYYY-MM-DD}/{event_id}/highlight.jpg
+    {prefix}/events/stream={stream}/date={YYYY-MM-DD}/{event_id}/clip.mp4
 
 Keys are pure functions of (stream, fragment number, frame index), so a replay after a crash
 overwrites the same objects instead of adding copies. The date is the fragment's producer
@@ -20,12 +22,15 @@ Every external name is validated before it becomes part of a key: a stream name 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from consumer.config import KEY_PREFIX, STREAM_NAME
 from consumer.frames import FrameSource
 
 _MAX_FRAGMENT_NUMBER = 10 ** 64  # far above KVS's ~47 digits; a bigger one is not a fragment
+_EVENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+EVENT_OBJECTS = {"highlight": "highlight.jpg", "clip": "clip.mp4"}
 
 
 def check_stream_name(name: str) -> str:
@@ -78,6 +83,18 @@ def clip_key(prefix: str, stream_name: str, fragment_number: int, producer_times
         raise ValueError(f"clip extension must be mkv or mp4, not {ext!r}")
     return (f"{partition(prefix, 'clips', stream_name, producer_timestamp)}/"
             f"{_fragment(fragment_number)}.{ext}")
+
+
+def event_key(prefix: str, stream_name: str, event_start: float, event_id: str,
+              kind: str) -> str:
+    """Key of an event's `kind` ("highlight" or "clip") under the event's own prefix; the date
+    is the event's start (producer time), so the records that open and close it agree."""
+    if not isinstance(event_id, str) or not _EVENT_ID.fullmatch(event_id):
+        raise ValueError(f"not an event id: {event_id!r}")
+    if kind not in EVENT_OBJECTS:
+        raise ValueError(f"event object must be one of {sorted(EVENT_OBJECTS)}, not {kind!r}")
+    return f"{partition(prefix, 'events', stream_name, event_start)}/{event_id}/" \
+           f"{EVENT_OBJECTS[kind]}"
 
 
 def object_metadata(source: FrameSource) -> dict[str, str]:

@@ -20,6 +20,7 @@ from consumer.checkpoint import CheckpointStore, LeaseConflict
 from consumer.checkpointer import Checkpointer
 from consumer.config import Config
 from consumer.discovery import discover
+from consumer.event_stage import EventStage
 from consumer.media_source import MediaSource
 from consumer.outputs import OutputStage
 from consumer.sinks.kinesis import KinesisRecordWriter
@@ -29,6 +30,7 @@ from consumer.status import status_lines
 from consumer.stream_worker import StreamWorker
 from consumer.tracker import FragmentTracker
 from processors.base import Processor
+from processors.tracking import PersonTracker
 
 log = logging.getLogger(__name__)
 REPLAY_MARGIN_SECONDS = 300  # how far before a checkpoint's write to look for delivered records
@@ -75,8 +77,12 @@ class ConsumerService:
         self.store = CheckpointStore(self.clients.dynamodb, config.checkpoint.table,
                                      config.checkpoint.worker_id)
         self.checkpointer = Checkpointer(self.store, config.checkpoint.min_interval_seconds)
+        self.events = EventStage(config.events, {"Name": processor.name,
+                                                 "Model": processor.model,
+                                                 "ModelVersion": processor.model_version},
+                                 self.kinesis, self.s3, outputs.s3, self.clients.s3)
         self.outputs = OutputStage(processor, self.kinesis, self.s3, outputs.s3,
-                                   fetch=self._fetch_object)
+                                   fetch=self._fetch_object, events=self.events)
         self.tracker = FragmentTracker(self.checkpointer.completed,
                                        self.outputs.fragment_analysed)
         per_worker = max(1, config.processing.queue_frames // len(self.processors))
@@ -113,6 +119,7 @@ class ConsumerService:
             self._let_go_of_gone_streams()
             if self.outputs.windows is not None:
                 self.outputs.windows.flush_idle()
+            self.events.flush()
 
     def shutdown(self) -> bool:
         """Drain and flush within the configured budget; True if everything was flushed."""
@@ -127,6 +134,7 @@ class ConsumerService:
             analyzer.stop(1.0)
         if self.outputs.windows is not None:
             self.outputs.windows.flush_all()
+        self.events.flush(force=True)  # clips still waiting for their post-roll: as they are
         remaining = max(0.5, deadline - time.monotonic() - 0.5)
         flushed = self.kinesis.close(timeout=remaining / 2)
         if self.s3 is not None:
@@ -198,8 +206,11 @@ class ConsumerService:
                              after_fragment=checkpoint)
         settings = self.config.streams.settings_for(name)
         analyzer = self.analyzers[len(self.workers) % len(self.analyzers)]
-        self.workers[name] = StreamWorker(name, arn, source, settings, self.tracker,
-                                          analyzer.work).start()
+        tracking = self.config.processing.tracking
+        self.workers[name] = StreamWorker(
+            name, arn, source, settings, self.tracker, analyzer.work,
+            PersonTracker(tracking) if tracking.enabled else None,
+            self.events.camera(name)).start()
         log.info("stream %s: reading from %s (sampling %s, policy %s)", name,
                  f"after checkpoint {checkpoint}" if checkpoint else self.config.streams.start.value,
                  settings.sampling.mode.value, settings.policy.value)
@@ -222,4 +233,5 @@ class ConsumerService:
             if worker.gone:
                 worker.join(1.0)
                 del self.workers[name]
+                self.events.forget(name)
                 log.info("stream %s: let go", name)

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 
 from consumer.config import LagPolicy, StreamSettings
 from consumer.decode import DecodeError, StreamDecoder
+from consumer.event_stage import CameraEvents
 from consumer.frames import VideoFrame
 from consumer.media_source import MediaSource, StreamGone
 from consumer.tracker import FragmentTicket, FragmentTracker
+from processors.tracking import PersonTracker
 
 log = logging.getLogger(__name__)
 DECODE_WARNING_INTERVAL = 60.0
@@ -68,12 +70,18 @@ class WorkItem:
     ticket: FragmentTicket
     settings: StreamSettings
     stats: StreamStats
+    # the stream's state kept across frames by the analysis thread that serves it
+    tracker: PersonTracker | None = None
+    events: CameraEvents | None = None
 
 
 class StreamWorker:
     def __init__(self, name: str, arn: str, source: MediaSource, settings: StreamSettings,
-                 tracker: FragmentTracker, work: queue.Queue):
+                 tracker: FragmentTracker, work: queue.Queue,
+                 person_tracker: PersonTracker | None = None, events: CameraEvents | None = None):
         self.name = name
+        self.person_tracker = person_tracker
+        self.events = events
         self.arn = arn
         self.source = source
         self.settings = settings
@@ -125,6 +133,8 @@ class StreamWorker:
         stats.last_fragment = fragment.fragment_number
         stats.millis_behind_now = fragment.millis_behind_now
         ticket = self.tracker.begin(self.arn, fragment.fragment_number)
+        if self.events is not None and self.events.clips is not None:
+            self.events.clips.add_fragment(fragment)  # kept for event clips
         try:
             frames = self._decoder.decode(fragment)
         except DecodeError as err:
@@ -134,7 +144,8 @@ class StreamWorker:
             frames = []
         stats.frames_decoded = self._decoder.frames_decoded
         for frame in frames:
-            self._enqueue(WorkItem(frame, ticket, self.settings, stats))
+            self._enqueue(WorkItem(frame, ticket, self.settings, stats, self.person_tracker,
+                                   self.events))
         ticket.seal()
 
     def _warn_decode_error(self, err: DecodeError) -> None:

@@ -22,8 +22,13 @@ import numpy as np
 from consumer.config import Tracking
 from processors.base import Person
 
-# ByteTrack counts its lost-track buffer in frames of 30 fps video; we think in seconds.
+# ByteTrack counts its lost-track buffer in frames of 30 fps video (with timestamps, a track
+# is lost after buffer / 30 seconds); we think in seconds.
 _BUFFER_FPS = 30.0
+# With timestamps, the motion model steps elapsed x frame_rate times between frames. At 30 its
+# velocity noise over a 0.5 s gap (2 fps sampling) lost people who had barely moved; at 1-2 no
+# track was confirmed; 10 held people in the sampled vogels_330 clip (tests/test_tracking.py).
+_MOTION_FPS = 10.0
 
 
 class PersonTracker:
@@ -34,7 +39,7 @@ class PersonTracker:
         self._detections = sv.Detections
         self._tracker = ByteTrackTracker(
             lost_track_buffer=max(1, round(config.lost_track_seconds * _BUFFER_FPS)),
-            frame_rate=_BUFFER_FPS,
+            frame_rate=_MOTION_FPS,
             track_activation_threshold=config.activation_threshold,
             minimum_consecutive_frames=1,
             minimum_iou_threshold=config.min_iou,

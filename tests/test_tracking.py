@@ -65,3 +65,18 @@ def test_repeated_timestamps_and_empty_frames_are_fine():
 def test_each_stream_has_its_own_ids():
     a, b = PersonTracker(Tracking()), PersonTracker(Tracking())
     assert walk(a, 3)[-1] == walk(b, 3)[-1]  # both count from the start, independently
+
+
+def test_a_speaker_sampled_at_2_fps_keeps_one_id():
+    """Boxes MediaPipe gave for the speaker in vogels_330.mkv at 2 fps (left, top, width,
+    height): the box changes size by a third between frames; a motion model stepping at 30 fps
+    lost him at the 8th frame."""
+    boxes = [(0.26, 0.14, 0.43, 0.86), (0.33, 0.21, 0.29, 0.79), (0.37, 0.17, 0.22, 0.83),
+             (0.31, 0.23, 0.26, 0.77), (0.31, 0.22, 0.2, 0.78), (0.33, 0.29, 0.24, 0.71),
+             (0.37, 0.25, 0.22, 0.75), (0.35, 0.21, 0.31, 0.79), (0.33, 0.2, 0.38, 0.8),
+             (0.31, 0.19, 0.37, 0.81), (0.24, 0.19, 0.38, 0.81), (0.17, 0.19, 0.43, 0.81),
+             (0.17, 0.23, 0.48, 0.77)]
+    tracker = PersonTracker(Tracking())
+    ids = [tracker.update([Person((x, y, x + w, y + h), 0.72)], 1_700_000_000 + i * 0.5)[0]
+           .track_id for i, (x, y, w, h) in enumerate(boxes)]
+    assert ids[0] is None and len(set(ids[1:])) == 1 and ids[1] is not None, ids
