@@ -25,6 +25,7 @@ DEFAULT_CLIP = REPO.parent / "shared" / "kvs-captures" / "vogels_330.mkv"
 DEFAULT_MODELS = REPO.parent / "shared" / "models"
 BUCKET = "kvs-analytics-demo"
 DATA_STREAM = "kvs-analytics-demo-records"
+STAGE_ZONE = [[0.55, 0.2], [0.9, 0.2], [0.9, 0.95], [0.55, 0.95]]  # normalised x, y
 
 
 def demo_config(endpoints: dict, cameras: list[str], models_dir: Path) -> dict:
@@ -36,6 +37,11 @@ def demo_config(endpoints: dict, cameras: list[str], models_dir: Path) -> dict:
         "processing": {"pose": {"models_dir": str(models_dir)}},
         "outputs": {"kinesis": {"stream": DATA_STREAM, "linger_ms": 100},
                     "s3": {"bucket": BUCKET}},
+        # the speaker on the right of the stage: entering it is an event, with a highlight
+        # and a clip; leaving (or the camera cutting away) closes it
+        "events": {"cameras": {"demo-cam-*": {"rules": [
+            {"type": "zone", "name": "stage", "polygon": STAGE_ZONE}]}},
+            "pre_roll_seconds": 2, "post_roll_seconds": 2},
         "checkpoint": {"table": "kvs-analytics-demo-checkpoints", "worker_id": "demo"},
         "logging": {"level": "WARNING", "status_seconds": 5},
         "shutdown_seconds": 8,
@@ -116,42 +122,56 @@ def _seconds(value: float | None) -> str:
 
 
 def _summarise(stack, service, names: list[str], output_dir: Path) -> int:
-    records = read_all_records(stack.client("kinesis"), DATA_STREAM)
+    everything = read_all_records(stack.client("kinesis"), DATA_STREAM)
+    records = [r for r in everything if r.get("RecordType") != "Event"]
+    events = [r for r in everything if r.get("RecordType") == "Event"]
     s3 = stack.client("s3")
     objects = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
                for o in page.get("Contents", [])]
     per_stream = Counter(r["InputInformation"]["KinesisVideo"]["StreamName"] for r in records)
+    events_per_stream = Counter(r["InputInformation"]["KinesisVideo"]["StreamName"]
+                                for r in events)
     persons = Counter()
     for record in records:
         persons[record["InputInformation"]["KinesisVideo"]["StreamName"]] += len(record["Persons"])
-    (output_dir / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    for key in [k for k in objects if k.endswith(".jpg")][:6] + \
-            [k for k in objects if k.endswith(".parquet")][:2]:
+    (output_dir / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in everything))
+    event_media = [r[kind]["Key"] for r in events[:4] for kind in ("Highlight", "Clip")
+                   if kind in r and r[kind]["Key"] in objects]
+    for key in [k for k in objects if k.endswith(".jpg") and "/events/" not in f"/{k}"][:6] + \
+            [k for k in objects if k.endswith(".parquet")][:2] + event_media:
         target = output_dir / "s3" / key
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    if events:
+        print("\nevents (zone 'stage': x 0.55-0.9, y 0.2-0.95 of the picture)")
+        for r in events[:12]:
+            video = r["InputInformation"]["KinesisVideo"]
+            highlight = r.get("Highlight", {}).get("Key")
+            print(f"  {video['StreamName']:<12} {r['EventType']:<10} {r['Rule']:<6} "
+                  f"track {r['TrackId']!s:<3} at {time.strftime('%H:%M:%S', time.gmtime(r['StartTimestamp']))}"
+                  f"{'  highlight ' + str(output_dir / 's3' / highlight) if highlight in event_media else ''}")
     print("\nsummary")
     print(f"{'camera':<12} {'fragments':>9} {'analysed':>8} {'persons':>7} {'records':>7} "
-          f"{'jpegs':>5} {'poses':>5} {'lag p50':>7} {'lag max':>7}  checkpoint")
+          f"{'events':>6} {'jpegs':>5} {'poses':>5} {'lag p50':>7} {'lag max':>7}  checkpoint")
     ok = True
     for name in names:
         worker = service.workers.get(name)
         stats = worker.stats if worker else None
         mine = [k for k in objects if f"stream={name}/" in k]
-        jpegs = sum(k.endswith(".jpg") for k in mine)
+        jpegs = sum(k.endswith(".jpg") and "/events/" not in f"/{k}" for k in mine)
         poses = sum(k.endswith(".parquet") for k in mine)
         checkpoint = service.checkpointer.saved.get(worker.arn) if worker else None
         at_last = checkpoint is not None and checkpoint == (stats.last_fragment if stats else None)
         print(f"{name:<12} {stats.fragments if stats else 0:>9} "
               f"{stats.frames_analysed if stats else 0:>8} {persons[name]:>7} "
-              f"{per_stream[name]:>7} {jpegs:>5} {poses:>5} "
+              f"{per_stream[name]:>7} {events_per_stream[name]:>6} {jpegs:>5} {poses:>5} "
               f"{_seconds(stats.lag_percentile(0.5) if stats else None):>7} "
               f"{_seconds(stats.lag_percentile(1.0) if stats else None):>7}  "
               f"{'-' if checkpoint is None else '...' + str(checkpoint)[-10:]}"
               f"{' (last fragment read)' if at_last else ''}")
         ok = ok and per_stream[name] > 0
-    print(f"\nrecords read back from Kinesis: {len(records)}; objects in s3://{BUCKET}: "
-          f"{len(objects)}")
-    print(f"outputs copied to {output_dir}/: records.jsonl, s3/ (sample JPEGs and pose "
-          f"sequences), cameras.log")
+    print(f"\nrecords read back from Kinesis: {len(records)} frame records, {len(events)} "
+          f"event records; objects in s3://{BUCKET}: {len(objects)}")
+    print(f"outputs copied to {output_dir}/: records.jsonl, s3/ (sample JPEGs, pose "
+          f"sequences, event highlights and clips), cameras.log")
     return 0 if ok else 1

@@ -46,7 +46,7 @@ def highlight_jpeg(image: np.ndarray, persons: Sequence[Person], event: Event,
             draw.rectangle(box, outline=ALERT, width=2 * line)
             draw.text((box[0] + 2 * line, box[1] + 2 * line), f"track {event.track_id}",
                       fill=ALERT)
-    caption = f"{event.type} {event.rule}" + (
+    caption = f"{event.type}: {event.rule}" + (
         f" track {event.track_id}" if event.track_id is not None else "")
     draw.rectangle((0, 0, width, 14 + 2 * line), fill=(0, 0, 0))
     draw.text((line * 2, line), caption, fill=(255, 255, 255))

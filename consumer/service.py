@@ -166,6 +166,7 @@ class ConsumerService:
                 "fragments": st.fragments, "frames_decoded": st.frames_decoded,
                 "frames_analysed": st.frames_analysed, "frames_skipped": st.frames_skipped,
                 "persons": st.persons, "decode_errors": st.decode_errors,
+                "events": worker.events.raised if worker.events is not None else 0,
                 "millis_behind_now": st.millis_behind_now, "lag_p50": st.lag_percentile(0.5),
                 "lag_max": st.lag_percentile(1.0),
                 "checkpoint": str(self.checkpointer.saved.get(worker.arn) or "") or None}

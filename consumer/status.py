@@ -1,5 +1,5 @@
 """What each stream is doing, in one log line per stream plus a totals line: connected,
-fragments, frames analysed, persons, skipped and undecodable frames, lag, checkpoint."""
+fragments, frames analysed, persons, events, skipped and undecodable frames, lag, checkpoint."""
 
 from __future__ import annotations
 
@@ -17,10 +17,13 @@ def status_lines(service) -> list[str]:
         stats = worker.stats
         behind = "-" if stats.millis_behind_now is None else f"{stats.millis_behind_now}ms"
         checkpoint = saved.get(worker.arn)
+        events = "" if worker.events is None else (
+            f"events {worker.events.raised} (clips owed {worker.events.clips.pending}), "
+            if worker.events.clips is not None else f"events {worker.events.raised}, ")
         lines.append(
             f"stream {name}: {worker.state}; fragments {stats.fragments}, frames analysed "
             f"{stats.frames_analysed} (skipped {stats.frames_skipped}), persons {stats.persons}, "
-            f"decode errors {stats.decode_errors}, behind {behind}, lag "
+            f"{events}decode errors {stats.decode_errors}, behind {behind}, lag "
             f"{_seconds(stats.lag_seconds)}, checkpoint "
             f"{'-' if checkpoint is None else checkpoint}")
     analyzers = service.analyzers
