@@ -28,6 +28,7 @@ class Analyzer:
         self.batch_wait = batch_wait_ms / 1000
         self.batches = 0
         self.frames = 0
+        self.mixed_batches = 0  # batches with frames of more than one stream
         self.busy_seconds = 0.0
         self._taken = 0  # items taken off the queue for the current batch
         self._stopping = threading.Event()
@@ -104,6 +105,7 @@ class Analyzer:
         self.busy_seconds += time.perf_counter() - started
         self.batches += 1
         self.frames += len(batch)
+        self.mixed_batches += len({item.frame.source.stream_arn for item in batch}) > 1
         for item, result in zip(batch, results, strict=True):  # the Processor contract
             try:
                 self.emit(item, result)

@@ -175,6 +175,7 @@ class ConsumerService:
             "streams": streams,
             "analysis": {"workers": len(self.analyzers), "frames": self.frames_analysed,
                          "batches": sum(a.batches for a in self.analyzers),
+                         "mixed_batches": sum(a.mixed_batches for a in self.analyzers),
                          "busy_seconds": sum(a.busy_seconds for a in self.analyzers)},
             "kinesis": vars(self.kinesis.stats()),
             "s3": vars(self.s3.stats()) if self.s3 is not None else None,
