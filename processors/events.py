@@ -72,7 +72,8 @@ class CountRule:
 
 @dataclass(frozen=True)
 class FallRule:
-    """Fall from pose: torso angle (mid-shoulder→mid-hip vs vertical, landmarks 11/12, 23/24)
+    """Fall from pose: torso angle (mid-shoulder→mid-hip vs vertical; MediaPipe landmarks 11/12,
+    23/24 or COCO keypoints 5/6, 11/12)
     over `angle_deg`, with a hip-midpoint downward velocity of at least `min_velocity`
     (frame heights/s) within the preceding `velocity_window` s, and the angle staying over the
     threshold for `confirm_seconds`. A slow sit-down (low velocity) or a bend (angle recovers)
@@ -165,13 +166,19 @@ def segment_crossing(p: Point, q: Point, a: Point, b: Point) -> str | None:
     return "left_to_right" if s_p < 0 else "right_to_left"
 
 
+# shoulders and hips (left, right, left, right) by landmark count: MediaPipe 33, COCO 17
+_TORSO = {33: (11, 12, 23, 24), 17: (5, 6, 11, 12)}
+
+
 def torso_angle(landmarks: Sequence, aspect_ratio: float = 1.0,
                 min_visibility: float = 0.0) -> tuple[float, float] | None:
-    """(angle from vertical in degrees, hip-midpoint y) or None without usable landmarks."""
-    if len(landmarks) < 25:
+    """(angle from vertical in degrees, hip-midpoint y) or None without usable landmarks.
+    Landmarks in MediaPipe's 33-point order or COCO's 17 keypoints (YOLO pose)."""
+    torso = _TORSO.get(len(landmarks))
+    if torso is None:
         return None
     pts = []
-    for i in (11, 12, 23, 24):
+    for i in torso:
         lm = landmarks[i]
         if hasattr(lm, "x"):
             if getattr(lm, "visibility", 1.0) < min_visibility:

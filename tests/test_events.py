@@ -222,3 +222,20 @@ def test_observation_from_person():
     p = Person(bbox=(0.1, 0.2, 0.3, 0.8), confidence=0.9, track_id=4)
     o = Observation.from_person(p, 12.5, 99)
     assert o.track_id == 4 and o.anchor == pytest.approx((0.2, 0.8)) and o.fragment_number == 99
+
+
+def test_fall_from_coco_keypoints():
+    """YOLO pose gives COCO's 17 keypoints: shoulders 5/6, hips 11/12."""
+    def coco(hip_y, angle_deg, x=0.5, length=0.25):
+        mediapipe = pose(hip_y, angle_deg, x, length)
+        points = [mediapipe[0]] * 17
+        points[5], points[6], points[11], points[12] = (mediapipe[11], mediapipe[12],
+                                                        mediapipe[23], mediapipe[24])
+        return tuple(points)
+    assert torso_angle(coco(0.5, 80))[0] == pytest.approx(80, abs=1e-6)
+    assert torso_angle(pose(0.5, 80)[:20]) is None  # neither layout: no angle
+    frames = [(t, [Observation(t, 0, 3, (0.4, 0.2, 0.6, 0.95), coco(y, a))])
+              for t, (_, y, a) in ((i * DT, key) for i, key in enumerate(
+                  [(0, 0.55, 0)] * 30 + [(0, 0.55 + 0.3 * k / 12, 85 * k / 12)
+                                         for k in range(1, 13)] + [(0, 0.85, 85)] * 60))]
+    assert [e.type for e in run(EventEngine("cam", [FallRule()]), frames)] == ["fall"]
