@@ -1,9 +1,11 @@
 """JPEG bytes for S3: a frame as decoded, or annotated with each person's skeleton and box.
 
 Pure functions, in memory: the input array is never modified and nothing touches the disk.
-Skeletons follow MediaPipe's 33-point pose topology (`processors.pose.POSE_CONNECTIONS`); as in
-MediaPipe's own drawing utilities, a landmark is drawn only when its visibility and presence
-reach `min_visibility`, and a bone only when both its ends are drawn.
+Skeletons follow the person's landmark set, told by its landmark count: MediaPipe's 33-point pose
+topology (`processors.pose.POSE_CONNECTIONS`) or COCO's 17 keypoints (`COCO_CONNECTIONS`, YOLO
+pose models); other counts get their points and no bones. As in MediaPipe's own drawing
+utilities, a landmark is drawn only when its visibility and presence reach `min_visibility`, and
+a bone only when both its ends are drawn.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from PIL import Image, ImageDraw
 from processors.base import Person
 from processors.pose import POSE_CONNECTIONS
 
+# COCO's keypoint skeleton (the dataset's 19 pairs, 0-based; the order of records.COCO_KEYPOINTS)
+COCO_CONNECTIONS = (
+    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
+    (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))
+CONNECTIONS = {33: POSE_CONNECTIONS, 17: COCO_CONNECTIONS}  # by landmarks a person
 BOX_COLOURS = ((255, 64, 64), (64, 160, 255), (255, 200, 0), (200, 64, 255), (0, 220, 160))
 BONE_COLOUR = (255, 255, 255)
 POINT_COLOUR = (0, 255, 0)
@@ -44,7 +51,7 @@ def draw_persons(image: np.ndarray, persons: Sequence[Person],
                        outline=colour, width=line)
         points = {i: (p.x * width, p.y * height) for i, p in enumerate(person.landmarks)
                   if p.visibility >= min_visibility and p.presence >= min_visibility}
-        for start, end in POSE_CONNECTIONS:
+        for start, end in CONNECTIONS.get(len(person.landmarks), ()):
             if start in points and end in points:
                 draw.line((points[start], points[end]), fill=BONE_COLOUR, width=line)
         for x, y in points.values():

@@ -20,8 +20,14 @@ Columns:
   track_id                  int64, null when untracked
   confidence                float32 (the processor's per-person score)
   bbox                      struct<left, top, right, bottom: int16>, quantised like x and y
-  x, y, z                   list<int16> of 33, in MediaPipe's landmark order (LANDMARK_NAMES)
-  visibility, presence      list<int16> of 33
+  x, y, z                   list<int16> of 33, in MediaPipe's landmark order (LANDMARK_NAMES);
+                            of 17 in COCO's keypoint order for the coco-17 landmark set
+  visibility, presence      list<int16> of 33 (or 17)
+
+Landmark sets (LANDMARK_SETS, key `kvsa.pose.landmarks` in the file's metadata): the processor's
+`landmark_set`, "mediapipe-pose-33" (PoseProcessor, the default) or "coco-17" (YOLO pose models,
+z always 0). A processor whose `landmark_set` is "" finds no landmarks (a detection-only model):
+it has no pose sequences, and building one for it raises ValueError.
 
 Quantisation (also in the file's key-value metadata, keys `kvsa.pose.*`):
   x, y, z and bbox: value = stored / 8192 (XYZ_SCALE). x and y are fractions of the image width
@@ -52,23 +58,50 @@ import pyarrow.parquet as pq
 from consumer.frames import FrameSource
 from processors.base import FrameResult
 
-NUM_LANDMARKS = 33
+LANDMARK_SET = "mediapipe-pose-33"  # the default: the order of processors.pose.LANDMARK_NAMES
+LANDMARK_SETS = {"mediapipe-pose-33": 33, "coco-17": 17}  # name -> landmarks a person
+NUM_LANDMARKS = LANDMARK_SETS[LANDMARK_SET]
 XYZ_SCALE = 8192
 UNIT_SCALE = 255
 FORMAT_VERSION = "1"
 _I16 = np.iinfo(np.int16)
-_LIST = pa.list_(pa.int16(), NUM_LANDMARKS)
 _BBOX = pa.struct([(name, pa.int16()) for name in ("left", "top", "right", "bottom")])
 _TIME = pa.timestamp("ms", tz="UTC")
-SCHEMA = pa.schema([
-    ("stream_name", pa.string()), ("stream_arn", pa.string()), ("fragment_number", pa.string()),
-    ("frame_index", pa.int32()), ("frame_offset", pa.float64()), ("producer_time", _TIME),
-    ("server_timestamp", _TIME), ("person_index", pa.int16()), ("track_id", pa.int64()),
-    ("confidence", pa.float32()), ("bbox", _BBOX), ("x", _LIST), ("y", _LIST), ("z", _LIST),
-    ("visibility", _LIST), ("presence", _LIST),
-])
 _COORDS = ("x", "y", "z", "visibility", "presence")
-LANDMARK_SET = "mediapipe-pose-33"  # the order of processors.pose.LANDMARK_NAMES
+
+
+def landmark_count(landmark_set: str) -> int:
+    """Landmarks a person in `landmark_set`; ValueError for "" (no landmarks) or an unknown set."""
+    if not landmark_set:
+        raise ValueError("the processor finds no landmarks (landmark_set is empty): "
+                         "it has no pose sequences")
+    try:
+        return LANDMARK_SETS[landmark_set]
+    except KeyError:
+        raise ValueError(f"unknown landmark set {landmark_set!r}; expected one of "
+                         f"{sorted(LANDMARK_SETS)}") from None
+
+
+def landmark_set_of(processor) -> str:
+    """A processor's `landmark_set` (MediaPipe's for one without the attribute); "" means it
+    finds no landmarks, so it has no pose sequences."""
+    return getattr(processor, "landmark_set", LANDMARK_SET)
+
+
+def schema_for(landmark_set: str = LANDMARK_SET) -> pa.Schema:
+    """The Arrow schema of a pose sequence of `landmark_set`."""
+    marks = pa.list_(pa.int16(), landmark_count(landmark_set))
+    return pa.schema([
+        ("stream_name", pa.string()), ("stream_arn", pa.string()),
+        ("fragment_number", pa.string()), ("frame_index", pa.int32()),
+        ("frame_offset", pa.float64()), ("producer_time", _TIME), ("server_timestamp", _TIME),
+        ("person_index", pa.int16()), ("track_id", pa.int64()), ("confidence", pa.float32()),
+        ("bbox", _BBOX), *((name, marks) for name in _COORDS),
+    ])
+
+
+SCHEMA = schema_for(LANDMARK_SET)
+_SETS_BY_COUNT = {count: name for name, count in LANDMARK_SETS.items()}
 # Encodings every Parquet reader knows (no BYTE_STREAM_SPLIT on integers: too new for Athena).
 _DICTIONARY = ["stream_name", "stream_arn", "fragment_number", "person_index",
                "visibility.list.element", "presence.list.element"]
@@ -84,7 +117,7 @@ class PoseSequence:
     """A pose sequence read back: the stored table and its dequantised arrays, row for row."""
 
     table: pa.Table  # as stored (quantised integers)
-    landmarks: np.ndarray  # float32 (rows, 33, 5): x, y, z, visibility, presence; NaN if no person
+    landmarks: np.ndarray  # float32 (rows, 33 or 17, 5): x, y, z, visibility, presence; NaN if none
     bbox: np.ndarray  # float32 (rows, 4): left, top, right, bottom; NaN if no person
     metadata: dict[str, str]  # the file's key-value metadata
 
@@ -103,21 +136,26 @@ def quantise_unit(values: np.ndarray) -> np.ndarray:
 
 def pose_sequence_parquet(items: Sequence[tuple[FrameSource, FrameResult]], *,
                           metadata: Mapping[str, str] | None = None,
-                          compression_level: int = 9) -> bytes:
+                          compression_level: int = 9, landmark_set: str = LANDMARK_SET) -> bytes:
     """Parquet bytes for `items`, one row per person per frame (see the module docstring).
 
     `metadata` adds key-value pairs (e.g. model, model_version, frame width and height); persons
-    must have 33 landmarks or none (a person without landmarks keeps null landmark columns).
+    must have the landmark set's count of landmarks (33 for mediapipe-pose-33, 17 for coco-17)
+    or none (a person without landmarks keeps null landmark columns). ValueError for an empty or
+    unknown `landmark_set`.
     """
-    return write_pose_table(pose_sequence_table(items), metadata=metadata,
-                            compression_level=compression_level)
+    return write_pose_table(pose_sequence_table(items, landmark_set), metadata=metadata,
+                            compression_level=compression_level, landmark_set=landmark_set)
 
 
 def write_pose_table(table: pa.Table, *, metadata: Mapping[str, str] | None = None,
-                     compression_level: int = 9) -> bytes:
-    """Parquet bytes for a table in SCHEMA (from pose_sequence_table or merge_pose_tables)."""
+                     compression_level: int = 9, landmark_set: str | None = None) -> bytes:
+    """Parquet bytes for a table from pose_sequence_table or merge_pose_tables; `landmark_set`,
+    recorded in the metadata, defaults to the one whose count the table's lists have."""
+    if landmark_set is None:
+        landmark_set = _SETS_BY_COUNT[table.schema.field("x").type.list_size]
     meta = {"kvsa.pose.format": FORMAT_VERSION, "kvsa.pose.xyz_scale": str(XYZ_SCALE),
-            "kvsa.pose.unit_scale": str(UNIT_SCALE), "kvsa.pose.landmarks": LANDMARK_SET}
+            "kvsa.pose.unit_scale": str(UNIT_SCALE), "kvsa.pose.landmarks": landmark_set}
     meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
     out = io.BytesIO()
     with pq.ParquetWriter(out, table.schema, compression="zstd",
@@ -132,14 +170,17 @@ def write_pose_table(table: pa.Table, *, metadata: Mapping[str, str] | None = No
 def merge_pose_tables(existing: bytes, table: pa.Table, replaced: set[str]) -> pa.Table:
     """`table` plus the rows of an existing file whose fragment_number is not in `replaced`:
     a window rewritten after a restart keeps what the earlier run wrote for other fragments."""
-    old = pq.read_table(io.BytesIO(existing)).cast(SCHEMA)
+    old = pq.read_table(io.BytesIO(existing)).cast(table.schema)
     keep = pa.compute.invert(pa.compute.is_in(old["fragment_number"],
                                               value_set=pa.array(sorted(replaced), pa.string())))
-    return pa.concat_tables([old.filter(keep), table.cast(SCHEMA)])
+    return pa.concat_tables([old.filter(keep), table])
 
 
-def pose_sequence_table(items: Sequence[tuple[FrameSource, FrameResult]]) -> pa.Table:
+def pose_sequence_table(items: Sequence[tuple[FrameSource, FrameResult]],
+                        landmark_set: str = LANDMARK_SET) -> pa.Table:
     """The quantised Arrow table that pose_sequence_parquet writes."""
+    schema = schema_for(landmark_set)
+    count = landmark_count(landmark_set)
     rows: list[tuple[FrameSource, int]] = []
     persons = []
     for source, result in items:
@@ -167,18 +208,18 @@ def pose_sequence_table(items: Sequence[tuple[FrameSource, FrameResult]]) -> pa.
     columns["bbox"] = pa.StructArray.from_arrays(
         [pa.array(boxes[:, k]) for k in range(4)], fields=list(_BBOX), mask=pa.array(~has_box))
     has_marks = np.array([bool(p and p.landmarks) for p in persons], bool)
-    marks = np.zeros((len(persons), NUM_LANDMARKS, 5), np.float64)
+    marks = np.zeros((len(persons), count, 5), np.float64)
     for row, person in enumerate(persons):
         if has_marks[row]:
-            if len(person.landmarks) != NUM_LANDMARKS:
-                raise ValueError(f"a person has {len(person.landmarks)} landmarks, expected 33")
+            if len(person.landmarks) != count:
+                raise ValueError(f"a person has {len(person.landmarks)} landmarks, expected "
+                                 f"{count} ({landmark_set})")
             marks[row] = [(p.x, p.y, p.z, p.visibility, p.presence) for p in person.landmarks]
     for k, name in enumerate(_COORDS):
         quantise = quantise_xyz if k < 3 else quantise_unit
         flat = pa.array(quantise(marks[:, :, k]).ravel(), pa.int16())
-        columns[name] = pa.FixedSizeListArray.from_arrays(flat, NUM_LANDMARKS,
-                                                          mask=pa.array(~has_marks))
-    return pa.table(columns, schema=SCHEMA)
+        columns[name] = pa.FixedSizeListArray.from_arrays(flat, count, mask=pa.array(~has_marks))
+    return pa.table(columns, schema=schema)
 
 
 def read_pose_sequence(data: bytes) -> PoseSequence:
@@ -188,11 +229,12 @@ def read_pose_sequence(data: bytes) -> PoseSequence:
             if k != b"ARROW:schema"}
     xyz_scale = float(meta.get("kvsa.pose.xyz_scale", XYZ_SCALE))
     unit_scale = float(meta.get("kvsa.pose.unit_scale", UNIT_SCALE))
-    landmarks = np.full((table.num_rows, NUM_LANDMARKS, 5), np.nan, np.float32)
+    count = landmark_count(meta.get("kvsa.pose.landmarks", LANDMARK_SET))
+    landmarks = np.full((table.num_rows, count, 5), np.nan, np.float32)
     for k, name in enumerate(_COORDS):
         column = table.column(name).combine_chunks()
         valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), bool)
-        values = column.flatten().to_numpy().reshape(-1, NUM_LANDMARKS)
+        values = column.flatten().to_numpy().reshape(-1, count)
         landmarks[valid, :, k] = values / (xyz_scale if k < 3 else unit_scale)
     bbox = np.full((table.num_rows, 4), np.nan, np.float32)
     boxes = table.column("bbox").combine_chunks()

@@ -14,16 +14,24 @@ import sys
 import threading
 from pathlib import Path
 
-from consumer.config import Config, ConfigError, load_config
+from consumer.config import Config, ConfigError, ProcessorKind, load_config
 
 log = logging.getLogger("consumer")
 
 
 def build_processor(config: Config):
+    """The processor `processing.processor` names (pose: MediaPipe; yolo: Ultralytics YOLO).
+
+    Raises ConfigError (pose chosen but disabled, YOLO extra not installed, unknown class names)
+    or processors.models.ModelNotFoundError (weights missing)."""
+    processing = config.processing
+    if processing.processor is ProcessorKind.YOLO:
+        from processors.yolo import YoloProcessor
+        return YoloProcessor(processing.yolo, max_batch=processing.batch_size)
     from processors.pose import PoseProcessor
-    if not config.processing.pose.enabled:
+    if not processing.pose.enabled:
         raise ConfigError("processing.pose.enabled is false and no other processor is configured")
-    return PoseProcessor(config.processing.pose, max_batch=config.processing.batch_size)
+    return PoseProcessor(processing.pose, max_batch=processing.batch_size)
 
 
 def build_processors(config: Config) -> list:

@@ -46,6 +46,10 @@ class Processor(Protocol):
     model: str  # the model's file or id
     model_version: str
     max_batch: int
+    # The landmarks a Person carries: "mediapipe-pose-33", "coco-17", or "" for none (a
+    # detection-only model: no pose sequences). Read it with
+    # consumer.pose_sequence.landmark_set_of(), which gives MediaPipe's for a processor without it.
+    landmark_set: str
 
     def process(self, frames: Sequence[VideoFrame]) -> list[FrameResult]:
         """Analyse `frames`; return exactly one result per frame, in the same order."""

@@ -70,6 +70,7 @@ class PoseProcessor:
     """The Processor for poses; see the module docstring for the result's meaning."""
 
     name = "pose"
+    landmark_set = "mediapipe-pose-33"
 
     def __init__(self, config: Pose, *, max_batch: int = 32, model_path: Path | None = None):
         """Load the model: `model_path`, else config.model found (or fetched) in models_dir."""

@@ -9,9 +9,26 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from consumer.annotate import POINT_COLOUR, annotated_jpeg, draw_persons, encode_jpeg
+from consumer.annotate import (
+    BONE_COLOUR,
+    COCO_CONNECTIONS,
+    POINT_COLOUR,
+    annotated_jpeg,
+    draw_persons,
+    encode_jpeg,
+)
 from consumer.config import Pose
-from consumer.pose_sequence import UNIT_SCALE, XYZ_SCALE, pose_sequence_parquet, read_pose_sequence
+from consumer.pose_sequence import (
+    LANDMARK_SET,
+    UNIT_SCALE,
+    XYZ_SCALE,
+    landmark_set_of,
+    merge_pose_tables,
+    pose_sequence_parquet,
+    pose_sequence_table,
+    read_pose_sequence,
+    write_pose_table,
+)
 from processors.base import FrameResult, Landmark, Person
 from processors.pose import PoseProcessor
 from tests.conftest import _require
@@ -46,10 +63,19 @@ def decode(data: bytes) -> np.ndarray:
     return np.asarray(image.convert("RGB"), np.int16)
 
 
-def synthetic_person(track_id: int | None = None, visible: float = 1.0) -> Person:
+def synthetic_person(track_id: int | None = None, visible: float = 1.0,
+                     count: int = 33) -> Person:
     marks = tuple(Landmark(0.3 + 0.01 * i, 0.2 + 0.02 * i, -0.1 + 0.005 * i, visible, 0.9)
-                  for i in range(33))
+                  for i in range(count))
     return Person((0.3, 0.2, 0.62, 0.84), 0.9, marks, track_id)
+
+
+def coco_person_on_a_circle() -> Person:
+    """17 landmarks spread on a circle (no three in line), the box out of the way."""
+    angles = np.linspace(0, 2 * np.pi, 17, endpoint=False) + 0.1
+    marks = tuple(Landmark(0.5 + 0.4 * np.cos(a), 0.5 + 0.4 * np.sin(a), 0.0, 0.9, 0.9)
+                  for a in angles)
+    return Person((0.0, 0.0, 0.01, 0.01), 0.8, marks)
 
 
 # --- JPEG ----------------------------------------------------------------------------------------
@@ -90,6 +116,23 @@ def test_draw_marks_visible_landmarks_only():
     assert tuple(hidden[round(mark.y * 200), round(mark.x * 400)]) == (0, 0, 0)
     assert hidden.any()  # the box is still drawn
     assert not image.any()
+
+
+def test_a_17_landmark_person_gets_the_coco_skeleton():
+    image = np.zeros((400, 400, 3), np.uint8)
+    person = coco_person_on_a_circle()
+    drawn = draw_persons(image, [person])
+
+    def bone(start: int, end: int) -> bool:
+        """A bone-coloured pixel within a pixel of the middle of start-end."""
+        a, b = person.landmarks[start], person.landmarks[end]
+        y, x = round((a.y + b.y) / 2 * 400), round((a.x + b.x) / 2 * 400)
+        return bool((drawn[y - 1:y + 2, x - 1:x + 2] == BONE_COLOUR).all(axis=2).any())
+    assert all(bone(*pair) for pair in COCO_CONNECTIONS)
+    # MediaPipe's bones between the same indices are not COCO's: (0, 4) inner eye, (9, 10) mouth
+    assert not bone(0, 4) and not bone(9, 10)
+    assert all(tuple(drawn[round(m.y * 400), round(m.x * 400)]) == POINT_COLOUR
+               for m in person.landmarks)
 
 
 def test_jpeg_rejects_a_non_rgb_array():
@@ -155,6 +198,47 @@ def test_coordinates_outside_the_range_saturate():
 def test_an_empty_sequence_is_a_valid_file():
     back = read_pose_sequence(pose_sequence_parquet([]))
     assert back.table.num_rows == 0 and back.landmarks.shape == (0, 33, 5)
+
+
+def test_coco_17_sequences_round_trip_with_their_set_in_the_metadata():
+    persons = (synthetic_person(3, count=17), synthetic_person(None, count=17))
+    items = [(source(index=0), FrameResult(persons)), (source(index=1), FrameResult())]
+    data = pose_sequence_parquet(items, metadata={"model": "yolov8n-pose.pt"},
+                                 landmark_set="coco-17")
+    back = read_pose_sequence(data)
+    assert back.metadata["kvsa.pose.landmarks"] == "coco-17"
+    assert back.metadata["model"] == "yolov8n-pose.pt"
+    assert back.landmarks.shape == (3, 17, 5)
+    truth = np.array([(m.x, m.y, m.z, m.visibility, m.presence) for m in persons[0].landmarks])
+    assert np.abs(back.landmarks[0, :, :3] - truth[:, :3]).max() <= 0.5 / XYZ_SCALE + 1e-6
+    assert np.abs(back.landmarks[0, :, 3:] - truth[:, 3:]).max() <= 0.5 / UNIT_SCALE + 1e-6
+    assert np.isnan(back.landmarks[2]).all()
+    assert [len(v) for v in back.table.column("x").to_pylist()[:2]] == [17, 17]
+    # a table of coco-17 rows says so when written without naming its set, and merges as such
+    table = pose_sequence_table(items, "coco-17")
+    again = read_pose_sequence(write_pose_table(table))
+    assert again.metadata["kvsa.pose.landmarks"] == "coco-17"
+    later = pose_sequence_table([(source(index=2, fragment=7), FrameResult(persons[:1]))],
+                                "coco-17")
+    merged = merge_pose_tables(data, later, replaced={"7"})
+    assert merged.num_rows == 4 and merged.schema.field("x").type.list_size == 17
+
+
+def test_the_default_set_is_mediapipe_and_processors_name_theirs():
+    back = read_pose_sequence(pose_sequence_parquet([(source(), FrameResult())]))
+    assert back.metadata["kvsa.pose.landmarks"] == LANDMARK_SET == "mediapipe-pose-33"
+    assert landmark_set_of(PoseProcessor) == "mediapipe-pose-33"
+    assert landmark_set_of(object()) == "mediapipe-pose-33"  # a processor predating the field
+
+
+def test_a_processor_without_landmarks_has_no_pose_sequence():
+    with pytest.raises(ValueError, match="no landmarks"):
+        pose_sequence_parquet([(source(), FrameResult())], landmark_set="")
+    with pytest.raises(ValueError, match="unknown landmark set 'hands-21'"):
+        pose_sequence_parquet([(source(), FrameResult())], landmark_set="hands-21")
+    with pytest.raises(ValueError, match="33 landmarks, expected 17"):
+        pose_sequence_parquet([(source(), FrameResult((synthetic_person(),)))],
+                              landmark_set="coco-17")
 
 
 def test_wrong_landmark_count_is_refused():
