@@ -35,10 +35,12 @@ class OutputStage:
         self.records_skipped_as_delivered = 0
         self._thumbnails: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
+        # the processor's landmarks ("" for a detector: it has no pose sequences)
+        self.landmark_set = pose_sequence.landmark_set_of(processor)
         self.windows = None
-        if s3 is not None and s3_config.pose_sequences and s3_config.pose_window_seconds > 0:
+        if s3 is not None and self._pose_sequences and s3_config.pose_window_seconds > 0:
             self.windows = PoseWindows(s3_config.pose_window_seconds, s3_config.prefix, s3,
-                                       fetch, self._sequence_metadata())
+                                       fetch, self._sequence_metadata(), self.landmark_set)
 
     def emit(self, item: WorkItem, result: FrameResult) -> None:
         frame, ticket, settings, stats = item.frame, item.ticket, item.settings, item.stats
@@ -76,7 +78,7 @@ class OutputStage:
         """Tracker callback once every frame of a fragment is analysed: its pose sequence."""
         with self._lock:
             self._thumbnails.discard((ticket.stream_arn, ticket.fragment_number))
-        if self.s3 is None or not self.s3_config.pose_sequences or not ticket.analysed:
+        if not self._pose_sequences or not ticket.analysed:
             return
         if self.windows is not None:
             self.windows.add(ticket)
@@ -85,12 +87,18 @@ class OutputStage:
         key = s3_layout.pose_sequence_key(self.s3_config.prefix, first.stream_name,
                                           first.fragment_number, first.producer_timestamp)
         body = pose_sequence.pose_sequence_parquet(ticket.analysed,
-                                                   metadata=self._sequence_metadata())
+                                                   metadata=self._sequence_metadata(),
+                                                   landmark_set=self.landmark_set)
         metadata = s3_layout.fragment_metadata(first.stream_name, first.stream_arn,
                                                first.fragment_number, first.producer_timestamp,
                                                first.server_timestamp)
         ticket.output_added()
         self.s3.put(key, body, "application/vnd.apache.parquet", metadata, ticket.output_done)
+
+    @property
+    def _pose_sequences(self) -> bool:
+        return (self.s3 is not None and self.s3_config.pose_sequences
+                and bool(self.landmark_set))
 
     def _sequence_metadata(self) -> dict[str, str]:
         return {"processor": self.processor.name, "model": self.processor.model,

@@ -44,8 +44,10 @@ class _Window:
 
 
 class PoseWindows:
-    def __init__(self, seconds: float, prefix: str, s3, fetch: Fetch, metadata: dict[str, str]):
+    def __init__(self, seconds: float, prefix: str, s3, fetch: Fetch, metadata: dict[str, str],
+                 landmark_set: str = pose_sequence.LANDMARK_SET):
         self.seconds = seconds
+        self.landmark_set = landmark_set
         self.prefix = prefix
         self.s3 = s3  # consumer.sinks.s3.S3ObjectWriter
         self.fetch = fetch  # key -> existing object bytes, or None
@@ -98,14 +100,14 @@ class PoseWindows:
             items, fragments = list(window.items), set(window.fragments)
             first_flush = not window.merged
             window.merged = True
-        table = pose_sequence.pose_sequence_table(items)
+        table = pose_sequence.pose_sequence_table(items, self.landmark_set)
         if first_flush:
             existing = self.fetch(window.key)
             if existing:
                 merged = pose_sequence.merge_pose_tables(existing, table, fragments)
                 window.base = merged.slice(0, merged.num_rows - table.num_rows)
         if window.base is not None:
-            table = pa.concat_tables([window.base, table.cast(pose_sequence.SCHEMA)])
+            table = pa.concat_tables([window.base, table.cast(window.base.schema)])
         body = pose_sequence.write_pose_table(table, metadata=self.metadata)
         metadata = s3_layout.window_metadata(window.stream_name, window.stream_arn,
                                              window.start, self.seconds)

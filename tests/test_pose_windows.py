@@ -7,7 +7,7 @@ import pytest
 
 from consumer import s3_layout
 from consumer.frames import FrameSource
-from consumer.pose_sequence import read_pose_sequence
+from consumer.pose_sequence import landmark_count, read_pose_sequence
 from consumer.pose_windows import PoseWindows
 from consumer.sinks.s3 import S3ObjectWriter
 from consumer.tracker import FragmentTracker
@@ -35,13 +35,14 @@ def fetcher(client):
     return fetch
 
 
-def analysed_fragment(tracker, number: int, producer_timestamp: float, frames: int = 3):
+def analysed_fragment(tracker, number: int, producer_timestamp: float, frames: int = 3,
+                      landmarks=LANDMARKS):
     ticket = tracker.begin(ARN, number)
     for index in range(frames):
         source = FrameSource("cam", ARN, number, producer_timestamp, producer_timestamp,
                              index * 0.5, index)
         ticket.frame_queued()
-        ticket.frame_analysed(source, FrameResult((Person((0, 0, 1, 1), 0.9, LANDMARKS),)))
+        ticket.frame_analysed(source, FrameResult((Person((0, 0, 1, 1), 0.9, landmarks),)))
     return ticket
 
 
@@ -53,13 +54,14 @@ def rows_by_fragment(client, key: str) -> dict[str, int]:
     return counts
 
 
-def run(client, fragments: list[tuple[int, float]]):
+def run(client, fragments: list[tuple[int, float]], landmark_set: str = "mediapipe-pose-33"):
     """One 'run' of the consumer over these fragments; returns what was checkpointed."""
     completed: list[int] = []
     writer = S3ObjectWriter(client, "poses", concurrency=2)
-    windows = PoseWindows(10.0, "", writer, fetcher(client), {"model": "test"})
+    windows = PoseWindows(10.0, "", writer, fetcher(client), {"model": "test"}, landmark_set)
     tracker = FragmentTracker(lambda arn, n: completed.append(n), windows.add)
-    tickets = [analysed_fragment(tracker, n, t) for n, t in fragments]
+    landmarks = LANDMARKS[:landmark_count(landmark_set)]
+    tickets = [analysed_fragment(tracker, n, t, landmarks=landmarks) for n, t in fragments]
     for ticket in tickets:
         ticket.seal()
     return windows, writer, completed
@@ -88,3 +90,18 @@ def test_a_restart_mid_window_merges_instead_of_overwriting(s3):
     assert writer.close(10)
     assert completed == [11, 12]
     assert rows_by_fragment(s3, key) == {"10": 3, "11": 3, "12": 3}
+
+
+def test_coco_keypoint_windows_merge_across_a_restart(s3):
+    """YOLO pose: 17 keypoints a person, in the file and after merging with an earlier run's."""
+    key = s3_layout.pose_window_key("", "cam", 3000.0, 10.0)
+    windows, writer, _ = run(s3, [(20, 3000.0)], "coco-17")
+    windows.flush_all()
+    assert writer.close(10)
+    windows, writer, completed = run(s3, [(21, 3002.0)], "coco-17")
+    windows.flush_all()
+    assert writer.close(10)
+    assert completed == [21]
+    assert rows_by_fragment(s3, key) == {"20": 3, "21": 3}
+    sequence = read_pose_sequence(s3.get_object(Bucket="poses", Key=key)["Body"].read())
+    assert sequence.landmarks.shape == (6, 17, 5)
