@@ -96,7 +96,6 @@ class YoloProcessor:
         if str(source).endswith(ARCHITECTURE_SUFFIXES):
             _name_like_coco(self._yolo, self.task)
         self.names: dict[int, str] = {int(k): str(v) for k, v in self._yolo.names.items()}
-        self.landmark_set = self._landmark_set()
         self.device = _device(config.device, torch)
         self.half = config.half if config.half is not None else self.device.startswith("cuda")
         self.class_ids = _class_ids(config.classes, self.names)
@@ -106,6 +105,11 @@ class YoloProcessor:
             "rect": False, "verbose": False, "save": False, "stream": False}
         self._predict_args.update(_precision_args(self.half))
         self._lock = threading.Lock()  # the predictor is not thread-safe
+        # One prediction on a blank frame: an exported model (.onnx, .engine) is only opened by
+        # its first predict, and its keypoint shape is only known then; and the first cameras'
+        # frames do not pay for loading the backend.
+        self._yolo.predict([np.zeros((64, 64, 3), np.uint8)], **self._predict_args)
+        self.landmark_set = self._landmark_set()
 
     def _landmark_set(self) -> str:
         if self.task != "pose":

@@ -315,6 +315,26 @@ def test_a_pose_model_gives_17_coco_landmarks_a_person(ultra, frames, calibrated
     assert not np.array_equal(drawn, frames[0].image)
 
 
+def test_an_onnx_export_with_a_dynamic_batch_answers_like_its_pt(ultra, frames, calibrated,
+                                                                 tmp_path):
+    """Exported weights load through Ultralytics' own loader (ONNX Runtime here; TensorRT
+    .engine files take the same path on a GPU) and batch across streams like the .pt."""
+    pytest.importorskip("onnx", reason="exporting needs the onnx package (dev extra)")
+    pytest.importorskip("onnxruntime", reason="an .onnx model runs on onnxruntime (dev extra)")
+    ultralytics, _ = ultra
+    weights = calibrated("yolov8n-pose.yaml")
+    exported = Path(ultralytics.YOLO(weights).export(
+        format="onnx", dynamic=True, imgsz=IMAGE_SIZE, simplify=False, verbose=False))
+    with YoloProcessor(config(weights), max_batch=8) as torch_model, \
+            YoloProcessor(config(exported), max_batch=8) as onnx_model:
+        assert onnx_model.landmark_set == "coco-17" and onnx_model.model.endswith(".onnx")
+        expected = torch_model.process(frames)
+        got = onnx_model.process(frames)
+    for index, (ours, theirs) in enumerate(zip(got, expected, strict=True)):
+        assert detections(theirs), f"frame {index}: nothing to compare"
+        assert same(ours, theirs, tolerance=5e-3), f"frame {index}: ONNX differs from .pt"
+
+
 def test_a_pose_model_from_its_yaml_is_random_init_with_coco_names(ultra, frames):
     with YoloProcessor(config("yolov8n-pose.yaml", classes=["person"]), max_batch=4) as processor:
         assert processor.model_version == "random-init:yolov8n-pose.yaml"
