@@ -17,8 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from consumer.frames import FrameSource
-from consumer.records import (PERCENT_DIGITS, SCHEMA_VERSION, TIME_DIGITS, _num,
-                              consumer_version, input_information)
+from consumer.records import (
+    PERCENT_DIGITS,
+    SCHEMA_VERSION,
+    TIME_DIGITS,
+    _num,
+    consumer_version,
+    input_information,
+)
 from processors.events import Event
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "event_record.schema.json"

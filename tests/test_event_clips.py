@@ -33,7 +33,7 @@ def _ticket(completed: list):
 
 def test_a_clip_waits_for_its_post_roll_then_holds_the_source_packets(fragments):
     recorder = ClipRecorder("cam", pre_roll=1.0, post_roll=2.5)
-    first, last = fragment_span(fragments[1])
+    first, _ = fragment_span(fragments[1])
     event_time = first + 1.0  # inside the second fragment
     completed = []
     tracker = FragmentTracker(lambda arn, number: completed.append(number))

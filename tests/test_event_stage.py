@@ -87,7 +87,7 @@ def test_entry_dwell_and_exit_records_with_media_written_once():
     assert all(k.startswith("p/events/stream=cam-1/date=2023-11-14/") and
                k.endswith("/highlight.jpg") for k in keys)
     assert {r["Highlight"]["Key"] for r in records} == set(keys)
-    key, body, content_type, metadata = s3.items[0]
+    _key, body, content_type, metadata = s3.items[0]
     assert content_type == "image/jpeg" and Image.open(io.BytesIO(body)).size == (160, 90)
     assert metadata["event-id"] == records[0]["EventId"] and metadata["stream"] == "cam-1"
     url = records[0]["Highlight"]["Url"]
@@ -96,15 +96,15 @@ def test_entry_dwell_and_exit_records_with_media_written_once():
 
 
 def test_an_event_holds_its_fragment_until_its_outputs_are_acknowledged():
-    events, kinesis, s3 = stage()
+    events, kinesis, _s3 = stage()
     camera = events.camera("cam-1")
     done = []
     tracker = FragmentTracker(lambda arn, number: done.append(number))
     held = []
     kinesis.put = lambda data, key, on_done: held.append(on_done)  # acknowledge later
+    ticket = tracker.begin(ARN, 100)
     for i, x in enumerate([0.7] * 4):  # fragment 100: zone entry at its third frame
         video, result = frame(i, x)
-        ticket = tracker.begin(ARN, 100) if i == 0 else ticket
         ticket.frame_queued()
         events.observe(camera, video, result, ticket)
         ticket.frame_analysed(video.source, result)

@@ -5,6 +5,7 @@ presigned URLs that fetch them. Assertions are on what a user reads back."""
 from __future__ import annotations
 
 import io
+import json
 import threading
 import urllib.request
 from collections import defaultdict
@@ -23,8 +24,16 @@ from consumer.run import build_processor
 from consumer.service import ConsumerService
 from processors.base import FrameResult, Person
 
-from .test_consumer_e2e import (checkpoint, config_data, last_fragment, make_outputs, objects,
-                                push, stack, wait_for)  # noqa: F401 (stack is a fixture)
+from .test_consumer_e2e import (
+    checkpoint,
+    config_data,
+    last_fragment,
+    make_outputs,
+    objects,
+    push,
+    stack,  # noqa: F401 (stack is a fixture)
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 STAGE = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.1], [0.0, 1.1]]  # the whole picture (feet may touch 1.0)
@@ -60,7 +69,7 @@ def test_zone_event_with_highlight_clip_and_urls(stack):
     records = read_all_records(stack.client("kinesis"), "zone-records")
     frames = [r for r in records if r["RecordType"] == "Frame"]
     found = [r for r in records if r["RecordType"] == "Event"]
-    frame_schema, event_schema = load_schema(), __import__("json").loads(SCHEMA_PATH.read_text())
+    frame_schema, event_schema = load_schema(), json.loads(SCHEMA_PATH.read_text())
     for record in frames:
         jsonschema.validate(record, frame_schema)
     for record in found:
@@ -76,7 +85,7 @@ def test_zone_event_with_highlight_clip_and_urls(stack):
     assert entry["TrackId"] in {p["TrackId"] for r in frames for p in r["Persons"]}
 
     keys = objects(stack, "zone-bucket")
-    prefix = f"events/stream=zone-cam/"
+    prefix = "events/stream=zone-cam/"
     highlight, clip = entry["Highlight"], entry["Clip"]
     assert highlight["Key"].startswith(prefix) and highlight["Key"] in keys
     assert clip["Key"].startswith(prefix) and clip["Key"] in keys

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from consumer.config import Tracking
 from processors.base import Person
 from processors.tracking import PersonTracker
-from consumer.config import Tracking
 
 
 def person(x: float, y: float = 0.3, w: float = 0.1, h: float = 0.4, conf: float = 0.9) -> Person:

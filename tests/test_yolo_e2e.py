@@ -19,8 +19,15 @@ from consumer.records import load_schema
 from consumer.run import build_processors
 from consumer.service import ConsumerService
 
-from .test_consumer_e2e import (checkpoint, config_data, last_fragment, make_outputs, push,
-                                stack, wait_for)  # noqa: F401 (stack is a fixture)
+from .test_consumer_e2e import (
+    checkpoint,
+    config_data,
+    last_fragment,
+    make_outputs,
+    push,
+    stack,  # noqa: F401 (stack is a fixture)
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 CAMERAS = ("yolo-cam-1", "yolo-cam-2")
