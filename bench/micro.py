@@ -7,7 +7,7 @@ CPU-seconds; wall-clock figures are given beside them.
 
   decode_fps(clip)            frames decoded per second, every frame (Sampling all: each frame is
                               decoded and converted to RGB) vs keyframes only (other frames never
-                              decoded), with consumer.decode.StreamDecoder over the fragments a
+                              decoded), with consumer.pipeline.decode.StreamDecoder over the fragments a
                               camera would send of `clip`
   reader_throughput()         the fragment reader's MB/s on the real GetMedia captures
                               (bench/reader_throughput.py's measurement)
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from consumer.config import Sampling, SamplingMode
-from consumer.decode import StreamDecoder
+from consumer.pipeline.decode import StreamDecoder
 from consumer.wire import Fragment, read_fragments, writer
 from producer_sim.fragmenter import encode_cluster, fragment_packets
 from producer_sim.sources import FileSource

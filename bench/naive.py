@@ -41,7 +41,7 @@ connection, AWS's connection time limit), it reconnects with StartSelector NOW: 
 the last fragment it read, so fragments that arrive between the end and the new call are never
 read, and none is read twice. A failed call is retried after a second. It runs until SIGTERM or
 SIGINT (exit 0) or --duration seconds, then writes --stats-file: frames_decoded,
-frames_analysed, persons, api_calls (per "service:Operation", counted by consumer.aws.ApiCalls on
+frames_analysed, persons, api_calls (per "service:Operation", counted by consumer.cloud.aws.ApiCalls on
 every client, as `python -m consumer run --stats-file` does), elapsed_seconds (from the first
 GetMedia call), cpu_seconds, max_rss_mb, get_media_connections and lag_seconds (producer time to
 the record's PutRecord returning: p50 and max).
@@ -67,7 +67,7 @@ import boto3
 import cv2
 import numpy as np
 
-from consumer.aws import LOCAL_REGION, ApiCalls, is_loopback
+from consumer.cloud.aws import LOCAL_REGION, ApiCalls, is_loopback
 
 log = logging.getLogger("bench.naive")
 

@@ -3,7 +3,7 @@
 Decodes ../shared/kvs-captures/vogels_330.mkv (640x330, a person on a stage in about a third of
 its frames), runs the real pose model (../shared/models) over its frames, cuts them into fragments
 at keyframes (as a KVS producer does) and builds each group's pose sequence two ways:
-  parquet      consumer.pose_sequence.pose_sequence_parquet (what the consumer ships to S3)
+  parquet      consumer.formats.pose_sequence.pose_sequence_parquet (what the consumer ships to S3)
   pickle+gzip  gzip.compress(pickle.dumps(items)) of the same (FrameSource, FrameResult) list: the
                baseline a naive script writes. Only dumped to count its bytes: never loaded.
 Groups: one file per fragment with every frame; per fragment at the default 2 fps sampling; one
@@ -28,9 +28,14 @@ import numpy as np
 from PIL import Image
 
 from consumer.config import Pose
-from consumer.frames import FrameSource, VideoFrame
-from consumer.pose_sequence import UNIT_SCALE, XYZ_SCALE, pose_sequence_parquet, read_pose_sequence
+from consumer.formats.pose_sequence import (
+    UNIT_SCALE,
+    XYZ_SCALE,
+    pose_sequence_parquet,
+    read_pose_sequence,
+)
 from processors.base import FrameResult
+from processors.frames import FrameSource, VideoFrame
 from processors.pose import PoseProcessor
 
 REPO = Path(__file__).resolve().parents[1]

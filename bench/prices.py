@@ -60,7 +60,7 @@ KDS_PAYLOAD_UNIT_BYTES = 25 * 1024
 KDS_SHARD_RECORDS_PER_S = 1000
 KDS_SHARD_BYTES_PER_S = 1024 * 1024
 
-# API operations (the "service:Operation" keys of consumer.aws.ApiCalls) by how they are billed.
+# API operations (the "service:Operation" keys of consumer.cloud.aws.ApiCalls) by how they are billed.
 S3_PUT_CLASS = ("PutObject", "CopyObject", "PostObject", "ListObjects", "ListObjectsV2",
                 "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload")
 S3_GET_CLASS = ("GetObject", "HeadObject")
@@ -84,7 +84,7 @@ def cost_per_camera_day(api_calls_per_hour: dict[str, float], bytes_per_hour: di
                         s3_retention_days: float = 30.0) -> dict[str, Any]:
     """One camera's cost per day at the list prices in PRICES.
 
-    api_calls_per_hour: "service:Operation" -> calls per hour (consumer.aws.ApiCalls keys).
+    api_calls_per_hour: "service:Operation" -> calls per hour (consumer.cloud.aws.ApiCalls keys).
     bytes_per_hour: bytes per hour under these keys (absent = 0):
       "kinesisvideo:PutMedia"             video ingested into KVS
       "kinesis-video-media:GetMedia"      video read out of KVS (every reader counts)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from consumer.config import Yolo
-from consumer.frames import FrameSource, VideoFrame
+from processors.frames import FrameSource, VideoFrame
 
 CLIP = Path(os.environ.get("KVS_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared")
             ) / "kvs-captures" / "vogels_330.mkv"

@@ -82,7 +82,7 @@ def add_inspect(subparsers: Subparsers) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .inspect import inspect_file, inspect_stream
+    from consumer.inspection import inspect_file, inspect_stream
     if (args.file is None) == (args.stream is None):
         print("inspect: give either FILE or --stream NAME (exactly one)", file=sys.stderr)
         return 2
@@ -130,7 +130,7 @@ def add_run(subparsers: Subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .run import run
+    from consumer.run import run
     return run(args.config, stats_file=args.stats_file)
 
 
@@ -142,7 +142,7 @@ def add_demo(subparsers: Subparsers) -> None:
                     "per-camera summary of what was delivered.",
         epilog="example:\n  python -m consumer demo --seconds 30 --cameras 2",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    from .demo import DEFAULT_CLIP, DEFAULT_MODELS
+    from consumer.demo import DEFAULT_CLIP, DEFAULT_MODELS
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP,
                         help="video the cameras loop (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=40.0,
@@ -159,7 +159,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.seconds <= 0 or not 1 <= args.cameras <= 16:
         print("demo: --seconds must be > 0 and --cameras 1 to 16", file=sys.stderr)
         return 2
-    from .demo import run_demo
+    from consumer.demo import run_demo
     return run_demo(args.clip, args.seconds, args.cameras, args.output, args.models_dir)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
 from collections.abc import Mapping
 from enum import Enum
@@ -19,20 +20,14 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from processors.settings import ConfigError, Model, Pose, Tracking, Yolo
+
 ENV_PREFIX = "KVSA_"
 STREAM_NAME = re.compile(r"^[a-zA-Z0-9_.\-]{1,256}$")
 STREAM_ARN = re.compile(r"^arn:aws[a-z\-]*:kinesisvideo:[a-z0-9\-]+:[0-9]{12}:stream/"
                         r"[a-zA-Z0-9_.\-]{1,256}/[0-9]+$")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 KEY_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/\-]*$")
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key."""
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
 
 class SamplingMode(str, Enum):
@@ -128,55 +123,9 @@ class Aws(Model):
         return endpoints
 
 
-class Pose(Model):
-    enabled: bool = True
-    model: str = "pose_landmarker_full.task"
-    models_dir: Path = Path("~/.cache/kvs-analytics/models")
-    num_poses: int = Field(4, ge=1, le=32)
-    min_detection_confidence: float = Field(0.5, ge=0, le=1)
-    min_presence_confidence: float = Field(0.5, ge=0, le=1)
-    min_tracking_confidence: float = Field(0.5, ge=0, le=1)
-    download: bool = True  # fetch a missing model from Google's published URL once
-
-
 class ProcessorKind(str, Enum):
     POSE = "pose"  # MediaPipe PoseLandmarker, CPU, 33 landmarks a person
     YOLO = "yolo"  # Ultralytics YOLO detection or pose, GPU when present (extra: yolo)
-
-
-class Yolo(Model):
-    """Ultralytics YOLO. `weights`: a .pt, or an exported .onnx / TensorRT .engine, loaded by
-    Ultralytics' own loaders; an architecture .yaml (e.g. yolov8n.yaml) builds the model with
-    random weights (for tests: no download). A bare file name is looked up in models_dir."""
-
-    weights: str = "yolov8n-pose.pt"
-    models_dir: Path = Path("~/.cache/kvs-analytics/models")
-    device: str = Field("auto", description="auto (cuda:0 when present, else cpu), cpu, cuda:N")
-    half: bool | None = Field(None, description="FP16; default: on a GPU only")
-    classes: list[str] = Field(default_factory=lambda: ["person"],
-                               description="class names to keep, as in the model's names")
-    confidence: float = Field(0.25, ge=0, le=1)
-    iou: float = Field(0.7, ge=0, le=1, description="non-maximum suppression IoU threshold")
-    image_size: int = Field(640, ge=32, le=4096)
-    max_detections: int = Field(100, ge=1, le=1000)
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, device: str) -> str:
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?|[0-9]+", device):
-            raise ValueError(f"{device!r}: expected auto, cpu, mps, cuda or cuda:N")
-        return device
-
-
-class Tracking(Model):
-    """ByteTrack (supervision) per stream, across fragments: stable track ids in the records."""
-
-    enabled: bool = True
-    lost_track_seconds: float = Field(3.0, gt=0, description="a lost track is kept this long")
-    activation_threshold: float = Field(0.25, ge=0, le=1,
-                                        description="confidence that starts a track")
-    min_iou: float = Field(0.1, ge=0, le=1,
-                           description="overlap with a track's predicted box to continue it")
 
 
 class Processing(Model):
@@ -287,11 +236,11 @@ RuleConfig = Annotated[ZoneRuleConfig | LineRuleConfig | DwellRuleConfig | Count
                        | FallRuleConfig, Field(discriminator="type")]
 
 
-class CameraEvents(Model):
+class CameraRules(Model):
     rules: list[RuleConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _zones_exist(self) -> "CameraEvents":
+    def _zones_exist(self) -> "CameraRules":
         names = [rule.name for rule in self.rules]
         if len(names) != len(set(names)):
             raise ValueError(f"rule names must be unique, got {names}")
@@ -309,7 +258,7 @@ class Events(Model):
     stream, a highlight JPEG and a clip in S3 under a per-event prefix."""
 
     # stream name (or shell-style pattern, e.g. "lobby-*") -> its rules; an exact name wins
-    cameras: dict[str, CameraEvents] = Field(default_factory=dict)
+    cameras: dict[str, CameraRules] = Field(default_factory=dict)
     track_timeout_seconds: float = Field(2.0, gt=0, description="an unseen track is dropped")
     highlights: bool = True
     clips: bool = True
@@ -338,19 +287,32 @@ class Events(Model):
 
 
 class Checkpoint(Model):
+    """The lease table: checkpoints, and which worker process holds which stream."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     table: str = "kvs-analytics-checkpoints"
-    worker_id: str | None = None  # default: the host name
+    # default: unique per process (host-pid-random); a fixed id lets a restarted process
+    # continue its own leases at once, and two live processes with one id is an error
+    worker_id: str | None = None
+    lease_seconds: float = Field(10.0, ge=1, le=600, description=(
+        "a lease not renewed for this long (renewals every third of it) is taken over"))
+    max_streams: int | None = Field(None, ge=1, description="most streams one worker holds")
+    min_interval_seconds: float = Field(1.0, ge=0)
 
     @field_validator("worker_id")
     @classmethod
     def _worker(cls, worker_id: str | None) -> str:
-        worker_id = worker_id or socket.gethostname()
+        worker_id = worker_id or default_worker_id()
         if not re.fullmatch(r"[A-Za-z0-9_.:@\-]{1,128}", worker_id):
             raise ValueError(f"{worker_id!r} must be 1-128 of A-Z a-z 0-9 _ . : @ -")
         return worker_id
-    min_interval_seconds: float = Field(1.0, ge=0)
+
+
+def default_worker_id() -> str:
+    """host-pid-random: unique per process, readable in the lease table."""
+    host = re.sub(r"[^A-Za-z0-9_.\-]", "-", socket.gethostname())[:80] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 class Logging(Model):

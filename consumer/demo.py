@@ -51,8 +51,8 @@ def demo_config(endpoints: dict, cameras: list[str], models_dir: Path) -> dict:
 def run_demo(clip: Path, seconds: float, cameras: int, output_dir: Path,
              models_dir: Path) -> int:
     from consumer.run import build_processors
-    from consumer.service import ConsumerService
-    from consumer.status import status_lines
+    from consumer.streams.status import status_lines
+    from consumer.streams.supervisor import ConsumerService
     from infra.local.stack import LocalStack
 
     if not clip.is_file():

@@ -65,7 +65,7 @@ def run(config_path: str | None, stop: threading.Event | None = None,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for noisy in ("botocore", "urllib3", "werkzeug"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
-    from consumer.service import ConsumerService
+    from consumer.streams.supervisor import ConsumerService
     from processors.models import ModelNotFoundError
     stop = stop or threading.Event()
     install_signal_handlers(stop)

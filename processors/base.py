@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from consumer.frames import VideoFrame
+from processors.frames import VideoFrame
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ class Processor(Protocol):
     max_batch: int
     # The landmarks a Person carries: "mediapipe-pose-33", "coco-17", or "" for none (a
     # detection-only model: no pose sequences). Read it with
-    # consumer.pose_sequence.landmark_set_of(), which gives MediaPipe's for a processor without it.
+    # consumer.formats.pose_sequence.landmark_set_of(), which gives MediaPipe's for a processor without it.
     landmark_set: str
 
     def process(self, frames: Sequence[VideoFrame]) -> list[FrameResult]:

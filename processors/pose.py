@@ -36,10 +36,10 @@ from typing import Self
 
 import numpy as np
 
-from consumer.config import Pose
-from consumer.frames import VideoFrame
 from processors.base import FrameResult, Landmark, Person
+from processors.frames import VideoFrame
 from processors.models import resolve_model
+from processors.settings import Pose
 
 NUM_LANDMARKS = 33
 # MediaPipe's 33 landmark names and the 35 pairs its drawing utilities join (PoseLandmark,

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from consumer.config import Tracking
 from processors.base import Person
+from processors.settings import Tracking
 
 # ByteTrack counts its lost-track buffer in frames of 30 fps video (with timestamps, a track
 # is lost after buffer / 30 seconds); we think in seconds.

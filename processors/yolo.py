@@ -50,10 +50,10 @@ from typing import Any, Self
 
 import numpy as np
 
-from consumer.config import ConfigError, Yolo
-from consumer.frames import VideoFrame
 from processors.base import FrameResult, Landmark, Person
+from processors.frames import VideoFrame
 from processors.models import ModelNotFoundError
+from processors.settings import ConfigError, Yolo
 
 log = logging.getLogger(__name__)
 

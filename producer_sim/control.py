@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from consumer.aws import AwsContext, AwsSetupError, is_loopback
+from consumer.cloud.aws import AwsContext, AwsSetupError, is_loopback
 
 __all__ = ["AwsContext", "AwsSetupError", "StreamSetupError", "StreamTarget", "is_loopback",
            "prepare_stream"]

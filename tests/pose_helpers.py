@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from consumer.frames import FrameSource, VideoFrame
+from processors.frames import FrameSource, VideoFrame
 
 POSE_MODEL = "pose_landmarker_full.task"
 FRAGMENT = 91343852333181432392682062622220590765191907586  # 47 digits, beyond int64

@@ -1,4 +1,4 @@
-"""Checkpoints in a DynamoDB lease table (consumer.checkpoint) against moto's server."""
+"""Checkpoints in a DynamoDB lease table (consumer.cloud.leases) against moto's server."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from consumer.checkpoint import CheckpointStore, LeaseConflict, sort_key
+from consumer.cloud.leases import CheckpointStore, LeaseConflict, sort_key
 from infra.local.stack import LocalStack
 
 ARN = "arn:aws:kinesisvideo:us-east-1:123456789012:stream/cam-{}/1700000000000"

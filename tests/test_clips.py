@@ -8,7 +8,7 @@ import io
 import av
 import pytest
 
-from consumer.clips import clip_mp4
+from consumer.formats.clips import clip_mp4
 from consumer.wire import Fragment, read_fragments
 
 

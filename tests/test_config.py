@@ -7,8 +7,14 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from consumer.config import (Config, ConfigError, FrameSelection, LagPolicy, SamplingMode,
-                             load_config)
+from consumer.config import (
+    Config,
+    ConfigError,
+    FrameSelection,
+    LagPolicy,
+    SamplingMode,
+    load_config,
+)
 
 from .conftest import REPO
 

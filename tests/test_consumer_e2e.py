@@ -21,13 +21,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from consumer.checkpoint import CheckpointStore
+from consumer.cloud.leases import CheckpointStore
 from consumer.config import load_config
 from consumer.demo import read_all_records
-from consumer.pose_sequence import read_pose_sequence
-from consumer.records import load_schema
+from consumer.formats.pose_sequence import read_pose_sequence
+from consumer.formats.records import load_schema
 from consumer.run import build_processor
-from consumer.service import ConsumerService
+from consumer.streams.supervisor import ConsumerService
 from infra.local.limits import Limits
 from infra.local.stack import LocalStack
 
@@ -212,7 +212,7 @@ def test_sigkill_then_restart_loses_nothing_and_repeats_no_record_id(stack, tmp_
 def expected_frames(stack, name: str) -> dict[int, set[int]]:
     """The frames a clean run analyses: decode every fragment with the same sampling."""
     from consumer.config import Sampling
-    from consumer.decode import StreamDecoder
+    from consumer.pipeline.decode import StreamDecoder
     from consumer.wire import iter_fragments
     response = stack.client("kinesis-video-media").get_media(
         StreamName=name, StartSelector={"StartSelectorType": "EARLIEST"})
@@ -265,8 +265,9 @@ def test_sigterm_exits_cleanly_within_10_s_with_the_checkpoint_at_the_last_durab
 
 
 def test_undecodable_and_deleted_streams_do_not_disturb_the_others(stack, tmp_path, capture):
-    from .kvs_wire_helpers import producer_mkv, put_media
     from consumer.wire import read_fragments
+
+    from .kvs_wire_helpers import producer_mkv, put_media
     push(stack, "ok-cam")
     control = stack.client("kinesisvideo")
     control.create_stream(StreamName="junk-cam")

@@ -10,13 +10,12 @@ import av
 import numpy as np
 import pytest
 
-from consumer.aws import AwsContext
-from consumer.config import Sampling, SamplingMode
-from consumer.decode import DecodeError, StreamDecoder
-from consumer.discovery import discover
-from consumer.config import Streams
-from consumer.media_source import MediaSource, StreamGone
-from consumer.tracker import FragmentTracker
+from consumer.cloud.aws import AwsContext
+from consumer.cloud.discovery import discover
+from consumer.cloud.media_source import MediaSource, StreamGone
+from consumer.config import Sampling, SamplingMode, Streams
+from consumer.pipeline.decode import DecodeError, StreamDecoder
+from consumer.streams.ledger import FragmentLedger
 from consumer.wire import read_fragments
 from infra.local.kvs_service import LocalKvsService
 from infra.local.limits import Limits
@@ -83,7 +82,7 @@ def test_garbage_h264_is_reported_and_the_next_fragment_decodes(get_media_fragme
 
 def test_tracker_reports_completions_in_fragment_order():
     completed: list[int] = []
-    tracker = FragmentTracker(lambda arn, number: completed.append(number))
+    tracker = FragmentLedger(lambda arn, number: completed.append(number))
     first, second = tracker.begin("a", 10), tracker.begin("a", 11)
     other = tracker.begin("b", 5)
     for ticket in (first, second):

@@ -14,11 +14,11 @@ import numpy as np
 from PIL import Image
 
 from consumer.config import Events, S3Output
-from consumer.event_records import SCHEMA_PATH
-from consumer.event_stage import EventStage
-from consumer.frames import FrameSource, VideoFrame
-from consumer.tracker import FragmentTracker
+from consumer.formats.event_records import SCHEMA_PATH
+from consumer.pipeline.event_stage import EventStage
+from consumer.streams.ledger import FragmentLedger
 from processors.base import FrameResult, Person
+from processors.frames import FrameSource, VideoFrame
 
 ARN = "arn:aws:kinesisvideo:us-east-1:123456789012:stream/cam-1/1700000000000"
 T0 = 1_700_000_000.0
@@ -61,7 +61,7 @@ def test_entry_dwell_and_exit_records_with_media_written_once():
     events, kinesis, s3 = stage()
     camera = events.camera("cam-1")
     assert events.camera("other") is None  # no rules: no event state at all
-    tracker = FragmentTracker(lambda arn, number: None)
+    tracker = FragmentLedger(lambda arn, number: None)
     path = [0.2] * 2 + [0.7] * 10 + [0.2] * 4  # outside, inside for 5 s, outside again
     for i, x in enumerate(path):
         video, result = frame(i, x)
@@ -99,7 +99,7 @@ def test_an_event_holds_its_fragment_until_its_outputs_are_acknowledged():
     events, kinesis, _s3 = stage()
     camera = events.camera("cam-1")
     done = []
-    tracker = FragmentTracker(lambda arn, number: done.append(number))
+    tracker = FragmentLedger(lambda arn, number: done.append(number))
     held = []
     kinesis.put = lambda data, key, on_done: held.append(on_done)  # acknowledge later
     ticket = tracker.begin(ARN, 100)

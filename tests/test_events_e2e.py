@@ -18,10 +18,10 @@ from PIL import Image
 
 from consumer.config import load_config
 from consumer.demo import read_all_records
-from consumer.event_records import SCHEMA_PATH
-from consumer.records import load_schema
+from consumer.formats.event_records import SCHEMA_PATH
+from consumer.formats.records import load_schema
 from consumer.run import build_processor
-from consumer.service import ConsumerService
+from consumer.streams.supervisor import ConsumerService
 from processors.base import FrameResult, Person
 
 from .test_consumer_e2e import (

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from consumer.aws import AwsContext
+from consumer.cloud.aws import AwsContext
+from consumer.cloud.media_source import MediaSource
 from consumer.config import LagPolicy, Sampling, SamplingMode, StreamSettings
-from consumer.media_source import MediaSource
-from consumer.stream_worker import StreamWorker
-from consumer.tracker import FragmentTracker
+from consumer.streams.ledger import FragmentLedger
+from consumer.streams.session import StreamWorker
 from consumer.wire import read_fragments
 from infra.local.kvs_service import LocalKvsService
 from infra.local.limits import Limits
@@ -43,7 +43,7 @@ def fragments(capture):
 
 def run_worker(fragments, settings, work):
     completed = []
-    tracker = FragmentTracker(lambda arn, number: completed.append(number))
+    tracker = FragmentLedger(lambda arn, number: completed.append(number))
     worker = StreamWorker("cam", "arn:cam", ListSource(fragments), settings, tracker, work)
     worker.start()
     return worker, completed
@@ -120,7 +120,7 @@ def test_stop_interrupts_a_read_blocked_on_an_idle_stream_at_once():
 
 
 def test_a_connection_dropped_mid_stream_resumes_from_the_continuation_token(capture):
-    from consumer.media_source import _interrupt
+    from consumer.cloud.media_source import _interrupt
     source = read_fragments(capture("clusters.mkv"))
     with LocalKvsService(limits=Limits(getmedia_idle_seconds=20)) as kvs:
         aws = AwsContext(kvs.endpoint_url)

@@ -119,8 +119,8 @@ def test_connections_match_mediapipe():
 
 
 def test_importing_the_modules_does_not_import_mediapipe():
-    code = ("import sys, processors.pose, processors.models, consumer.annotate, "
-            "consumer.pose_sequence; print('mediapipe' in sys.modules)")
+    code = ("import sys, processors.pose, processors.models, consumer.formats.annotate, "
+            "consumer.formats.pose_sequence; print('mediapipe' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"

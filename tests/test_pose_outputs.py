@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from consumer.annotate import (
+from consumer.config import Pose
+from consumer.formats.annotate import (
     BONE_COLOUR,
     COCO_CONNECTIONS,
     POINT_COLOUR,
@@ -17,8 +18,7 @@ from consumer.annotate import (
     draw_persons,
     encode_jpeg,
 )
-from consumer.config import Pose
-from consumer.pose_sequence import (
+from consumer.formats.pose_sequence import (
     LANDMARK_SET,
     UNIT_SCALE,
     XYZ_SCALE,

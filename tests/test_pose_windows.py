@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from consumer import s3_layout
-from consumer.frames import FrameSource
-from consumer.pose_sequence import landmark_count, read_pose_sequence
-from consumer.pose_windows import PoseWindows
+from consumer.formats import s3_layout
+from consumer.formats.pose_sequence import landmark_count, read_pose_sequence
+from consumer.pipeline.pose_windows import PoseWindows
 from consumer.sinks.s3 import S3ObjectWriter
-from consumer.tracker import FragmentTracker
+from consumer.streams.ledger import FragmentLedger
 from infra.local.stack import LocalStack
 from processors.base import FrameResult, Landmark, Person
+from processors.frames import FrameSource
 
 ARN = "arn:aws:kinesisvideo:us-east-1:000000000000:stream/cam/1"
 LANDMARKS = tuple(Landmark(0.5, 0.5, 0.0, 1.0, 1.0) for _ in range(33))
@@ -59,7 +59,7 @@ def run(client, fragments: list[tuple[int, float]], landmark_set: str = "mediapi
     completed: list[int] = []
     writer = S3ObjectWriter(client, "poses", concurrency=2)
     windows = PoseWindows(10.0, "", writer, fetcher(client), {"model": "test"}, landmark_set)
-    tracker = FragmentTracker(lambda arn, n: completed.append(n), windows.add)
+    tracker = FragmentLedger(lambda arn, n: completed.append(n), windows.add)
     landmarks = LANDMARKS[:landmark_count(landmark_set)]
     tickets = [analysed_fragment(tracker, n, t, landmarks=landmarks) for n, t in fragments]
     for ticket in tickets:

@@ -8,8 +8,13 @@ import pytest
 
 from infra.local.kvs_service import LocalKvsService
 from producer_sim import cli
-from producer_sim.control import (AwsContext, AwsSetupError, StreamSetupError, is_loopback,
-                                  prepare_stream)
+from producer_sim.control import (
+    AwsContext,
+    AwsSetupError,
+    StreamSetupError,
+    is_loopback,
+    prepare_stream,
+)
 
 
 @pytest.fixture

@@ -24,9 +24,17 @@ from consumer.wire import (
     writer,
 )
 
-from .reader_helpers import (ALL_CAPTURES, GETMEDIA, H264, VIDEO, block_header, feed_in_chunks,
-                             getmedia_fragment, only, signature)
-
+from .reader_helpers import (
+    ALL_CAPTURES,
+    GETMEDIA,
+    H264,
+    VIDEO,
+    block_header,
+    feed_in_chunks,
+    getmedia_fragment,
+    only,
+    signature,
+)
 
 # --- the real captures ---------------------------------------------------------------------------
 

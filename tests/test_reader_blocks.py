@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.wire import (FragmentReader, Frame, GetMediaError, Track, ebml, model, read_fragments,
-                           writer)
+from consumer.wire import (
+    FragmentReader,
+    Frame,
+    GetMediaError,
+    Track,
+    ebml,
+    model,
+    read_fragments,
+    writer,
+)
 
-from .reader_helpers import (AUDIO, VIDEO, block_header, cluster_with, feed_in_chunks,
-                             getmedia_fragment, only)
-
+from .reader_helpers import (
+    AUDIO,
+    VIDEO,
+    block_header,
+    cluster_with,
+    feed_in_chunks,
+    getmedia_fragment,
+    only,
+)
 
 # --- timecodes -----------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Frame records (consumer.records): their JSON Schema, deterministic ids, compact encoding."""
+"""Frame records (consumer.formats.records): their JSON Schema, deterministic ids, compact encoding."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ import math
 import jsonschema
 import pytest
 
-from consumer.frames import FrameSource
-from consumer.records import (COCO_KEYPOINTS, POSE_LANDMARKS, SCHEMA_VERSION, encode_record,
-                              frame_record, load_schema)
+from consumer.formats.records import (
+    COCO_KEYPOINTS,
+    POSE_LANDMARKS,
+    SCHEMA_VERSION,
+    encode_record,
+    frame_record,
+    load_schema,
+)
 from processors.base import FrameResult, Landmark, Person
+from processors.frames import FrameSource
 
 ARN = "arn:aws:kinesisvideo:us-east-1:123456789012:stream/cam-1/1700000000000"
 FRAGMENT = 91343852333181432392682062607743920146264772742  # 47 digits, as KVS gives them

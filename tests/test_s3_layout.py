@@ -1,12 +1,18 @@
-"""S3 keys and object metadata (consumer.s3_layout): Hive partitions, safe names, ASCII."""
+"""S3 keys and object metadata (consumer.formats.s3_layout): Hive partitions, safe names, ASCII."""
 
 from __future__ import annotations
 
 import pytest
 
-from consumer.frames import FrameSource
-from consumer.s3_layout import (check_stream_name, clip_key, fragment_metadata, frame_key,
-                                object_metadata, pose_sequence_key)
+from consumer.formats.s3_layout import (
+    check_stream_name,
+    clip_key,
+    fragment_metadata,
+    frame_key,
+    object_metadata,
+    pose_sequence_key,
+)
+from processors.frames import FrameSource
 
 ARN = "arn:aws:kinesisvideo:us-east-1:123456789012:stream/cam-1/1700000000000"
 FRAGMENT = 91343852333181432392682062607743920146264772742

@@ -18,16 +18,16 @@ from collections.abc import Callable
 import pytest
 from botocore.exceptions import ClientError
 
-from consumer.backoff import Backoff
-from consumer.frames import FrameSource
-from consumer.records import encode_record, frame_record
+from consumer.cloud.backoff import Backoff
+from consumer.formats.records import encode_record, frame_record
+from consumer.sinks import replay
 from consumer.sinks.batch_queue import BatchQueue, Entry
 from consumer.sinks.kinesis import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, KinesisRecordWriter
-from consumer.sinks import replay
 from consumer.sinks.replay import delivered_record_ids, shards_for_key
 from consumer.sinks.s3 import S3ObjectWriter
 from infra.local.stack import LocalStack
 from processors.base import FrameResult
+from processors.frames import FrameSource
 
 FAST = Backoff(base=0.01, cap=0.05)
 THROTTLED = "ProvisionedThroughputExceededException"

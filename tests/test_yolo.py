@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from consumer.analysis import Analyzer
-from consumer.annotate import COCO_CONNECTIONS, draw_persons
 from consumer.config import ConfigError, ProcessorKind, StreamSettings, Yolo, load_config
-from consumer.frames import VideoFrame
-from consumer.pose_sequence import pose_sequence_parquet, read_pose_sequence
-from consumer.stream_worker import StreamStats, WorkItem
-from consumer.tracker import FragmentTracker
+from consumer.formats.annotate import COCO_CONNECTIONS, draw_persons
+from consumer.formats.pose_sequence import pose_sequence_parquet, read_pose_sequence
+from consumer.pipeline.analysis import Analyzer
+from consumer.streams.ledger import FragmentLedger
+from consumer.streams.session import StreamStats, WorkItem
 from processors.base import FrameResult
+from processors.frames import VideoFrame
 from processors.models import ModelNotFoundError
 from processors.yolo import (
     INSTALL_HINT,
@@ -252,7 +252,7 @@ def test_the_analyzer_sends_three_streams_in_one_call_and_routes_each_result(
         ultra, frames, calibrated):
     with YoloProcessor(config(calibrated("yolov8n.yaml")), max_batch=8) as processor:
         singles = alone(processor, frames)
-        tracker = FragmentTracker(lambda arn, number: None)
+        tracker = FragmentLedger(lambda arn, number: None)
         tickets = {}
         work: queue.Queue = queue.Queue()
         for frame in frames:

@@ -15,9 +15,9 @@ import pytest
 
 from consumer.config import load_config
 from consumer.demo import read_all_records
-from consumer.records import load_schema
+from consumer.formats.records import load_schema
 from consumer.run import build_processors
-from consumer.service import ConsumerService
+from consumer.streams.supervisor import ConsumerService
 
 from .test_consumer_e2e import (
     checkpoint,

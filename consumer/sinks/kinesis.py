@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from consumer.backoff import Backoff
+from consumer.cloud.backoff import Backoff
 from consumer.sinks.batch_queue import (MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_RECORD_BYTES,
                                         BatchQueue, Entry, RecordRejected, record_size)
 

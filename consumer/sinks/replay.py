@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import ClientError
 
-from consumer.backoff import Backoff
+from consumer.cloud.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer.backoff import Backoff
-from consumer.s3_layout import check_metadata
+from consumer.cloud.backoff import Backoff
+from consumer.formats.s3_layout import check_metadata
 
 log = logging.getLogger(__name__)
 

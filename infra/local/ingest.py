@@ -19,7 +19,7 @@ from consumer.wire.model import Fragment
 from .errors import ConnectionLimitExceeded, InvalidArgument
 from .http import Request, Response
 from .limits import Limits
-from .store import Stream, StoredFragment, StreamStore
+from .store import StoredFragment, Stream, StreamStore
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ import re
 import time
 from datetime import datetime
 
-from consumer.wire import writer
 from consumer.wire import model as tag
+from consumer.wire import writer
 
 from .errors import ConnectionLimitExceeded, InvalidArgument, ResourceNotFound
 from .http import Request, Response
 from .limits import Limits
-from .store import Stream, StoredFragment, StreamStore
+from .store import StoredFragment, Stream, StreamStore
 
 TOKEN = re.compile(r"^[0-9]{1,128}$")
 CONTENT_TYPE = "video/webm"

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.exceptions import HTTPError
 
-from consumer.aws import AwsContext
-from consumer.backoff import Backoff
+from consumer.cloud.aws import AwsContext
+from consumer.cloud.backoff import Backoff
 from consumer.wire import Fragment, FragmentReader, MkvError, iter_fragments
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 One JSON object per analysed frame, joinable to the video the way Rekognition Video
 stream-processor records were: `InputInformation.KinesisVideo` names the stream, the fragment and
-the frame's offset in it. The schema is `consumer/schema/frame_record.schema.json` (JSON Schema 2020-12).
+the frame's offset in it. The schema is `consumer/formats/schema/frame_record.schema.json` (JSON Schema 2020-12).
 
 Conventions (stated once here and in the schema's descriptions):
 - `RecordId` is `FrameSource.record_id`: the same frame gives the same id on every replay.
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from consumer.config import STREAM_ARN, STREAM_NAME
-from consumer.frames import FrameSource
 from processors.base import FrameResult, Person
+from processors.frames import FrameSource
 
 SCHEMA_VERSION = "1.1"  # 1.1: RecordType; event records beside frame records
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "frame_record.schema.json"

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from consumer import pose_sequence, s3_layout
-from consumer.tracker import FragmentTicket
+from consumer.formats import pose_sequence, s3_layout
+from consumer.streams.ledger import FragmentTicket
 
 Fetch = Callable[[str], "bytes | None"]
 

@@ -1,5 +1,5 @@
 """The output stage: for each analysed frame, its persons' track ids, the events its camera's
-rules raise (consumer.event_stage), its Kinesis record and (per the stream's selection) its JPEG;
+rules raise (consumer.pipeline.event_stage), its Kinesis record and (per the stream's selection) its JPEG;
 for each fully analysed fragment, its pose sequence. Each output is registered on the
 fragment's ticket before it is handed to a writer, and settled by the writer's acknowledgement,
 so a fragment is checkpointed only once everything derived from it is durable.
@@ -11,12 +11,12 @@ import dataclasses
 import logging
 import threading
 
-from consumer import annotate, pose_sequence, records, s3_layout
 from consumer.config import FrameSelection, S3Output
-from consumer.event_stage import EventStage
-from consumer.pose_windows import PoseWindows
-from consumer.stream_worker import WorkItem
-from consumer.tracker import FragmentTicket
+from consumer.formats import annotate, pose_sequence, records, s3_layout
+from consumer.pipeline.event_stage import EventStage
+from consumer.pipeline.pose_windows import PoseWindows
+from consumer.streams.ledger import FragmentTicket
+from consumer.streams.session import WorkItem
 from processors.base import FrameResult, Processor
 
 log = logging.getLogger(__name__)

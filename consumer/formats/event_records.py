@@ -1,13 +1,13 @@
 """The Kinesis Data Streams record for an event (zone entry/exit, line crossing, dwell, count,
 fall), beside the per-frame records on the same data stream and shaped in their conventions
-(`consumer.records`): decimal-string fragment numbers, seconds since the epoch, percentages.
+(`consumer.formats.records`): decimal-string fragment numbers, seconds since the epoch, percentages.
 
 `RecordType` is "Event" (frame records say "Frame"). An instant event gives one record with
 `Status` "instant"; a lasting one (dwell, count) gives "started" (EndTimestamp null) and later
 "ended", both with the same `EventId`. `RecordId` is per record: uuid5(EventId, Status).
 `InputInformation.KinesisVideo` is the frame that raised the event, so the record joins back to
 the video; `Highlight` and `Clip` name the S3 objects and carry presigned GET URLs that expire
-at `UrlExpiresAt`. Schema: `consumer/schema/event_record.schema.json`.
+at `UrlExpiresAt`. Schema: `consumer/formats/schema/event_record.schema.json`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from consumer.frames import FrameSource
-from consumer.records import (
+from consumer.formats.records import (
     PERCENT_DIGITS,
     SCHEMA_VERSION,
     TIME_DIGITS,
@@ -26,6 +25,7 @@ from consumer.records import (
     input_information,
 )
 from processors.events import Event
+from processors.frames import FrameSource
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "event_record.schema.json"
 LASTING = frozenset({"dwell", "count"})

@@ -14,12 +14,12 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from consumer.cloud.media_source import MediaSource, StreamGone
 from consumer.config import LagPolicy, StreamSettings
-from consumer.decode import DecodeError, StreamDecoder
-from consumer.event_stage import CameraEvents
-from consumer.frames import VideoFrame
-from consumer.media_source import MediaSource, StreamGone
-from consumer.tracker import FragmentTicket, FragmentTracker
+from consumer.pipeline.decode import DecodeError, StreamDecoder
+from consumer.pipeline.event_stage import CameraEventState
+from consumer.streams.ledger import FragmentTicket, FragmentLedger
+from processors.frames import VideoFrame
 from processors.tracking import PersonTracker
 
 log = logging.getLogger(__name__)
@@ -72,13 +72,13 @@ class WorkItem:
     stats: StreamStats
     # the stream's state kept across frames by the analysis thread that serves it
     tracker: PersonTracker | None = None
-    events: CameraEvents | None = None
+    events: CameraEventState | None = None
 
 
 class StreamWorker:
     def __init__(self, name: str, arn: str, source: MediaSource, settings: StreamSettings,
-                 tracker: FragmentTracker, work: queue.Queue,
-                 person_tracker: PersonTracker | None = None, events: CameraEvents | None = None):
+                 tracker: FragmentLedger, work: queue.Queue,
+                 person_tracker: PersonTracker | None = None, events: CameraEventState | None = None):
         self.name = name
         self.person_tracker = person_tracker
         self.events = events

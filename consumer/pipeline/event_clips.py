@@ -4,7 +4,7 @@ The stream's reader thread adds every fragment as it arrives (`add_fragment`); t
 thread asks for a clip when an event is raised (`request`), registering it on the event frame's
 fragment ticket so that fragment is not checkpointed before its clip is durable. A clip covers
 `pre_roll` seconds before the event frame to `post_roll` after it (producer time), re-muxed from
-the original packets by `consumer.clips.clip_mp4`, starting on the keyframe at or before its
+the original packets by `consumer.formats.clips.clip_mp4`, starting on the keyframe at or before its
 start. It is built (`ready`) once the reader has the post-roll video, or, when the stream goes
 quiet or the consumer stops, with what there is (`ready(force=True)`).
 
@@ -20,8 +20,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from consumer import clips
-from consumer.tracker import FragmentTicket
+from consumer.formats import clips
+from consumer.streams.ledger import FragmentTicket
 from consumer.wire import Fragment
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from fractions import Fraction
 import av
 
 from consumer.config import Sampling, SamplingMode
-from consumer.frames import FrameSource, VideoFrame
 from consumer.wire import Fragment, Track
+from processors.frames import FrameSource, VideoFrame
 
 log = logging.getLogger(__name__)
 

@@ -14,21 +14,21 @@ import threading
 import time
 from dataclasses import dataclass
 
-from consumer.analysis import Analyzer
-from consumer.aws import ApiCalls, AwsContext
-from consumer.checkpoint import CheckpointStore, LeaseConflict
-from consumer.checkpointer import Checkpointer
+from consumer.cloud.aws import ApiCalls, AwsContext
+from consumer.cloud.discovery import discover
+from consumer.cloud.leases import CheckpointStore, LeaseConflict
+from consumer.cloud.media_source import MediaSource
 from consumer.config import Config
-from consumer.discovery import discover
-from consumer.event_stage import EventStage
-from consumer.media_source import MediaSource
-from consumer.outputs import OutputStage
+from consumer.pipeline.analysis import Analyzer
+from consumer.pipeline.checkpointer import Checkpointer
+from consumer.pipeline.event_stage import EventStage
+from consumer.pipeline.outputs import OutputStage
 from consumer.sinks.kinesis import KinesisRecordWriter
 from consumer.sinks.replay import delivered_record_ids
 from consumer.sinks.s3 import S3ObjectWriter
-from consumer.status import status_lines
-from consumer.stream_worker import StreamWorker
-from consumer.tracker import FragmentTracker
+from consumer.streams.ledger import FragmentLedger
+from consumer.streams.session import StreamWorker
+from consumer.streams.status import status_lines
 from processors.base import Processor
 from processors.tracking import PersonTracker
 
@@ -83,7 +83,7 @@ class ConsumerService:
                                  self.kinesis, self.s3, outputs.s3, self.clients.s3)
         self.outputs = OutputStage(processor, self.kinesis, self.s3, outputs.s3,
                                    fetch=self._fetch_object, events=self.events)
-        self.tracker = FragmentTracker(self.checkpointer.completed,
+        self.tracker = FragmentLedger(self.checkpointer.completed,
                                        self.outputs.fragment_analysed)
         per_worker = max(1, config.processing.queue_frames // len(self.processors))
         self.analyzers = [

@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 class Checkpointer:
     def __init__(self, store, min_interval: float = 1.0):
-        self.store = store  # consumer.checkpoint.CheckpointStore
+        self.store = store  # consumer.cloud.leases.CheckpointStore
         self.min_interval = min_interval
         self.saved: dict[str, int] = {}
         self.writes = 0

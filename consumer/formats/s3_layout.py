@@ -26,7 +26,7 @@ import re
 from datetime import UTC, datetime
 
 from consumer.config import KEY_PREFIX, STREAM_NAME
-from consumer.frames import FrameSource
+from processors.frames import FrameSource
 
 _MAX_FRAGMENT_NUMBER = 10 ** 64  # far above KVS's ~47 digits; a bigger one is not a fragment
 _EVENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

@@ -7,7 +7,7 @@
 - No decoding, no encoding: each frame's bytes become one MP4 sample unchanged (MKV and MP4 both
   store AVC as length-prefixed NAL units), with its keyframe flag.
 - Trimming: times are seconds on the consumer's frame timeline, `producer_timestamp + frame_offset`
-  (as in `consumer.decode`;, a missing producer timestamp counts as 0). The clip starts on the last
+  (as in `consumer.pipeline.decode`;, a missing producer timestamp counts as 0). The clip starts on the last
   keyframe at or before `start_time` (pre-roll, so the event frame decodes), or on the first
   keyframe if there is none before it; it ends with the last frame at or before `end_time`.
   Without `start_time` it starts at the first keyframe (leading non-keyframes cannot decode).
@@ -30,7 +30,7 @@ from itertools import pairwise
 
 import av
 
-from .wire import Fragment, Frame, Track, writer
+from consumer.wire import Fragment, Frame, Track, writer
 
 CODECS = {"V_MPEG4/ISO/AVC": "h264"}
 TIME_BASE = Fraction(1, 1000)

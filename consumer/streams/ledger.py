@@ -15,7 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from consumer.frames import FrameSource
+from processors.frames import FrameSource
 from processors.base import FrameResult
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class FragmentTicket:
     """The work still owed for one fragment. Methods are thread-safe."""
 
-    def __init__(self, tracker: "FragmentTracker", stream_arn: str, fragment_number: int):
+    def __init__(self, tracker: "FragmentLedger", stream_arn: str, fragment_number: int):
         self.tracker = tracker
         self.stream_arn = stream_arn
         self.fragment_number = fragment_number
@@ -97,7 +97,7 @@ class FragmentTicket:
         tracker._advance(self.stream_arn)
 
 
-class FragmentTracker:
+class FragmentLedger:
     def __init__(self, on_complete: Callable[[str, int], None],
                  on_analysed: Callable[[FragmentTicket], None] | None = None):
         self.lock = threading.RLock()

@@ -144,7 +144,7 @@ def inspect_stream(stream_name: str, start_selector: dict, endpoint_url: str | N
     """Print the fragments GetMedia returns for a stream, until the response ends."""
     from contextlib import closing
 
-    from .aws import AwsContext, open_get_media
+    from consumer.cloud.aws import AwsContext, open_get_media
 
     def opener():
         aws = AwsContext(endpoint_url, region)
@@ -156,7 +156,7 @@ def _inspect(name: str, opener, as_json: bool, resync: bool, out: IO[str] | None
              err: IO[str] | None) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from .aws import AwsSetupError
+    from consumer.cloud.aws import AwsSetupError
 
     out = out or sys.stdout
     err = err or sys.stderr

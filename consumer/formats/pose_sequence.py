@@ -55,8 +55,8 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from consumer.frames import FrameSource
 from processors.base import FrameResult
+from processors.frames import FrameSource
 
 LANDMARK_SET = "mediapipe-pose-33"  # the default: the order of processors.pose.LANDMARK_NAMES
 LANDMARK_SETS = {"mediapipe-pose-33": 33, "coco-17": 17}  # name -> landmarks a person

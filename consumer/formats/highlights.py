@@ -1,6 +1,6 @@
 """An event's highlight: the frame that raised it, annotated for a person looking at an alert.
 
-Every person's box and skeleton (`consumer.annotate.draw_persons`), the rule's geometry (the
+Every person's box and skeleton (`consumer.formats.annotate.draw_persons`), the rule's geometry (the
 zone's polygon or the line, with its a→b arrow), the event's track boxed thick in red with its
 id, and a caption naming the event. Pure: the frame is not modified; returns JPEG bytes.
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from consumer.annotate import draw_persons, encode_jpeg
+from consumer.formats.annotate import draw_persons, encode_jpeg
 from processors.base import Person
 from processors.events import Event, LineRule, Rule, ZoneRule
 

@@ -15,19 +15,19 @@ import threading
 import time
 from dataclasses import dataclass
 
-from consumer import event_records, highlights, records, s3_layout
 from consumer.config import Events, S3Output
-from consumer.event_clips import ClipRecorder
-from consumer.frames import VideoFrame
-from consumer.tracker import FragmentTicket
+from consumer.formats import event_records, highlights, records, s3_layout
+from consumer.pipeline.event_clips import ClipRecorder
+from consumer.streams.ledger import FragmentTicket
 from processors.base import FrameResult
 from processors.events import Event, EventEngine, FallRule, Observation, Rule
+from processors.frames import VideoFrame
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class CameraEvents:
+class CameraEventState:
     """One stream's rules, their state, and its clip recorder (None when clips are off)."""
     stream_name: str
     rules: tuple[Rule, ...]
@@ -45,10 +45,10 @@ class EventStage:
         self.s3 = s3
         self.s3_config = s3_config
         self.s3_client = s3_client  # for presigned URLs
-        self.cameras: dict[str, CameraEvents] = {}
+        self.cameras: dict[str, CameraEventState] = {}
         self._lock = threading.Lock()
 
-    def camera(self, stream_name: str) -> CameraEvents | None:
+    def camera(self, stream_name: str) -> CameraEventState | None:
         """The stream's event state, or None when it has no rules."""
         rules = self.config.rules_for(stream_name)
         if not rules:
@@ -56,12 +56,12 @@ class EventStage:
         clips = (ClipRecorder(stream_name, self.config.pre_roll_seconds,
                               self.config.post_roll_seconds)
                  if self.s3 is not None and self.config.clips else None)
-        camera = CameraEvents(stream_name, tuple(rules), clips)
+        camera = CameraEventState(stream_name, tuple(rules), clips)
         with self._lock:
             self.cameras[stream_name] = camera
         return camera
 
-    def observe(self, camera: CameraEvents, frame: VideoFrame, result: FrameResult,
+    def observe(self, camera: CameraEventState, frame: VideoFrame, result: FrameResult,
                 ticket: FragmentTicket) -> list[Event]:
         """Run the camera's rules on one analysed (and tracked) frame; deliver what they raise."""
         source = frame.source
@@ -82,7 +82,7 @@ class EventStage:
             self.write_clips(camera)
         return events
 
-    def write_clips(self, camera: CameraEvents, force: bool = False) -> None:
+    def write_clips(self, camera: CameraEventState, force: bool = False) -> None:
         """Write the camera's clips whose post-roll has arrived (all of them with force)."""
         if camera.clips is None:
             return
@@ -107,7 +107,7 @@ class EventStage:
         if camera is not None:
             self.write_clips(camera, force=True)
 
-    def _deliver(self, camera: CameraEvents, event: Event, frame: VideoFrame,
+    def _deliver(self, camera: CameraEventState, event: Event, frame: VideoFrame,
                  result: FrameResult, ticket: FragmentTicket) -> None:
         camera.raised += 1
         source = frame.source

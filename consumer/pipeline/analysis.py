@@ -12,7 +12,7 @@ import threading
 import time
 
 from consumer.config import LagPolicy
-from consumer.stream_worker import WorkItem
+from consumer.streams.session import WorkItem
 from processors.base import Processor
 
 log = logging.getLogger(__name__)

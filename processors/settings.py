@@ -1,0 +1,64 @@
+"""Settings of the processors (pose, YOLO, tracking), typed and validated: the consumer's
+configuration embeds them (`processing.pose`, `processing.yolo`, `processing.tracking`), and the
+processors take them as they are. Unknown keys are errors (`extra="forbid"`)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class Pose(Model):
+    enabled: bool = True
+    model: str = "pose_landmarker_full.task"
+    models_dir: Path = Path("~/.cache/kvs-analytics/models")
+    num_poses: int = Field(4, ge=1, le=32)
+    min_detection_confidence: float = Field(0.5, ge=0, le=1)
+    min_presence_confidence: float = Field(0.5, ge=0, le=1)
+    min_tracking_confidence: float = Field(0.5, ge=0, le=1)
+    download: bool = True  # fetch a missing model from Google's published URL once
+
+
+class Yolo(Model):
+    """Ultralytics YOLO. `weights`: a .pt, or an exported .onnx / TensorRT .engine, loaded by
+    Ultralytics' own loaders; an architecture .yaml (e.g. yolov8n.yaml) builds the model with
+    random weights (for tests: no download). A bare file name is looked up in models_dir."""
+
+    weights: str = "yolov8n-pose.pt"
+    models_dir: Path = Path("~/.cache/kvs-analytics/models")
+    device: str = Field("auto", description="auto (cuda:0 when present, else cpu), cpu, cuda:N")
+    half: bool | None = Field(None, description="FP16; default: on a GPU only")
+    classes: list[str] = Field(default_factory=lambda: ["person"],
+                               description="class names to keep, as in the model's names")
+    confidence: float = Field(0.25, ge=0, le=1)
+    iou: float = Field(0.7, ge=0, le=1, description="non-maximum suppression IoU threshold")
+    image_size: int = Field(640, ge=32, le=4096)
+    max_detections: int = Field(100, ge=1, le=1000)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?|[0-9]+", device):
+            raise ValueError(f"{device!r}: expected auto, cpu, mps, cuda or cuda:N")
+        return device
+
+
+class Tracking(Model):
+    """ByteTrack (supervision) per stream, across fragments: stable track ids in the records."""
+
+    enabled: bool = True
+    lost_track_seconds: float = Field(3.0, gt=0, description="a lost track is kept this long")
+    activation_threshold: float = Field(0.25, ge=0, le=1,
+                                        description="confidence that starts a track")
+    min_iou: float = Field(0.1, ge=0, le=1,
+                           description="overlap with a track's predicted box to continue it")
