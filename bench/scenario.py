@@ -48,6 +48,7 @@ class Probe:
     cameras: int
     fps: float
     duration: float
+    processes: int | None = None  # ours: `consumer run --processes N` (None: option not given)
 
 
 @dataclass
@@ -89,6 +90,8 @@ def _start_consumers(env: Environment, probe: Probe, names: list[str], prefix: s
         stats = folder / "stats-ours.json"
         command = [sys.executable, "-m", "consumer", "run", "--config", str(config),
                    "--stats-file", str(stats)]
+        if probe.processes is not None:
+            command += ["--processes", str(probe.processes)]
         started.append((subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                          env=_clean_env()), stats))
         return started

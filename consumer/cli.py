@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeAlias
 
+from consumer.fleet.processes import process_count
+
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 DESCRIPTION = """\
@@ -112,7 +114,22 @@ minimal config:
     s3: {bucket: my-video-analytics}
 
 SIGTERM or Ctrl-C stops reading, drains, flushes and checkpoints (a second one exits at once).
-exit status: 0 clean shutdown, 2 bad configuration, 3 a model, table or endpoint unavailable."""
+exit status: 0 clean shutdown, 2 bad configuration, 3 a model, table or endpoint unavailable.
+
+several processes (--processes N, or auto: one per CPU core for pose, one per GPU for yolo):
+  N child processes `python -m consumer run --config FILE` share the streams through the lease
+  table, as workers on separate machines would. Child i (from 0) gets the worker id <id>-<i>
+  when checkpoint.worker_id is set, device cuda:<i mod GPUs> with yolo, yolo.device auto and
+  several GPUs, and --stats-file FILE.<i>. SIGTERM or Ctrl-C is passed on to every child and
+  the parent waits for them (a second one kills them); it exits 0 when all exited 0, else with
+  the highest child status. A child that dies meanwhile is restarted after 1 s, doubling to
+  30 s while it keeps dying within 60 s.
+
+examples:
+  python -m consumer run --config consumer.yaml
+  python -m consumer run --config consumer.yaml --processes auto
+  # watch who holds which stream
+  python -m consumer fleet --config consumer.yaml"""
 
 
 def add_run(subparsers: Subparsers) -> None:
@@ -126,12 +143,72 @@ def add_run(subparsers: Subparsers) -> None:
     parser.add_argument("--stats-file", metavar="FILE",
                         help="at exit, write counters as JSON: per stream, analysis, Kinesis and "
                              "S3 writers, AWS API calls by operation")
+    parser.add_argument("--processes", type=process_count, default=1, metavar="N",
+                        help="consumer processes on this machine, sharing the streams through "
+                             "the lease table: an integer >= 1, or auto (one per CPU core for "
+                             "pose, one per GPU for yolo); default 1")
     parser.set_defaults(handler=lambda args: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
     from consumer.run import run
-    return run(args.config, stats_file=args.stats_file)
+    if args.processes == 1:
+        return run(args.config, stats_file=args.stats_file)
+    from consumer.fleet.processes import run_processes
+    return run_processes(args.config, args.processes, stats_file=args.stats_file, run_here=run)
+
+
+FLEET_EPILOG = """\
+columns of the stream table (--json: one object per line with the keys in brackets; fragment
+numbers whole, as decimal strings; null for a missing value):
+  stream            the stream's name [stream; stream_arn: its ARN]
+  owner             worker id holding its lease, '-' for none [owner]
+  counter           lease counter: every write by the owner increments it [lease_counter]
+  renewed_ago_wall  time since the lease item was last written (its updatedAt), by this
+                    machine's wall clock: clock skew shows here; workers decide expiry by
+                    watching the counter instead [seconds_since_renewal]
+  checkpoint        last fully processed fragment number, shortened to its last digits
+                    [checkpoint]
+  producer_time     that fragment's producer time, UTC [checkpoint_producer_time: seconds]
+  lag               now minus the checkpoint's producer time: how far processing is behind
+                    the camera [lag_seconds]
+columns of the worker table (workers with a worker item or holding a lease):
+  worker            worker id [worker]
+  streams           leases it holds [streams]
+  host, pid         where it runs, from its worker item [host, pid]
+  heartbeat_ago_wall
+                    time since its worker item was written, wall clock
+                    [seconds_since_heartbeat]
+
+exit status: 0 shown, 2 bad configuration, 3 the table does not exist or cannot be read.
+
+examples:
+  python -m consumer fleet --config consumer.yaml
+  watch -n 5 python -m consumer fleet --config consumer.yaml
+  # the streams furthest behind
+  python -m consumer fleet --config consumer.yaml --json \\
+      | jq -r 'select(.stream) | [.lag_seconds, .stream, .owner] | @tsv' | sort -rn"""
+
+
+def add_fleet(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "fleet", help="show which worker holds which stream, and how far behind each is",
+        description="Read the lease table of a configuration (checkpoint.table) once and print "
+                    "one row per stream: its owner, lease counter, last renewal, checkpoint "
+                    "and lag; then one row per worker: the streams it holds and its heartbeat. "
+                    "Nothing is written.",
+        epilog=FLEET_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, metavar="FILE",
+                        help="YAML configuration of the consumer (its checkpoint.table and "
+                             "aws settings are used)")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per row and line, instead of tables")
+    parser.set_defaults(handler=_fleet)
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    from consumer.fleet.view import show_fleet
+    return show_fleet(args.config, as_json=args.json)
 
 
 def add_demo(subparsers: Subparsers) -> None:
@@ -164,7 +241,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # One entry per subcommand.
-COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_inspect, add_run, add_demo)
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_inspect, add_run, add_fleet,
+                                                       add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

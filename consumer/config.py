@@ -126,6 +126,7 @@ class Aws(Model):
 class ProcessorKind(str, Enum):
     POSE = "pose"  # MediaPipe PoseLandmarker, CPU, 33 landmarks a person
     YOLO = "yolo"  # Ultralytics YOLO detection or pose, GPU when present (extra: yolo)
+    NONE = "none"  # no model: records (and JPEGs) of the sampled frames, no persons
 
 
 class Processing(Model):

@@ -52,7 +52,7 @@ def run_demo(clip: Path, seconds: float, cameras: int, output_dir: Path,
              models_dir: Path) -> int:
     from consumer.run import build_processors
     from consumer.streams.status import status_lines
-    from consumer.streams.supervisor import ConsumerService
+    from consumer.streams.supervisor import StreamSupervisor
     from infra.local.stack import LocalStack
 
     if not clip.is_file():
@@ -78,7 +78,7 @@ def run_demo(clip: Path, seconds: float, cameras: int, output_dir: Path,
              "--duration", f"{seconds:.0f}"],
             stdout=camera_log.open("w"), stderr=subprocess.STDOUT, cwd=REPO)
         _wait_for_streams(stack, names)
-        service = ConsumerService(config, processors).start()
+        service = StreamSupervisor(config, processors).start()
         stop = threading.Event()
         runner = threading.Thread(target=service.run, args=(stop,), daemon=True)
         runner.start()
@@ -155,12 +155,12 @@ def _summarise(stack, service, names: list[str], output_dir: Path) -> int:
           f"{'events':>6} {'jpegs':>5} {'poses':>5} {'lag p50':>7} {'lag max':>7}  checkpoint")
     ok = True
     for name in names:
-        worker = service.workers.get(name)
-        stats = worker.stats if worker else None
+        session = service.session_named(name)
+        stats = session.stats if session else None
         mine = [k for k in objects if f"stream={name}/" in k]
         jpegs = sum(k.endswith(".jpg") and "/events/" not in f"/{k}" for k in mine)
         poses = sum(k.endswith(".parquet") for k in mine)
-        checkpoint = service.checkpointer.saved.get(worker.arn) if worker else None
+        checkpoint = service.keeper.saved.get(session.arn) if session else None
         at_last = checkpoint is not None and checkpoint == (stats.last_fragment if stats else None)
         print(f"{name:<12} {stats.fragments if stats else 0:>9} "
               f"{stats.frames_analysed if stats else 0:>8} {persons[name]:>7} "

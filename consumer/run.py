@@ -25,6 +25,9 @@ def build_processor(config: Config):
     Raises ConfigError (pose chosen but disabled, YOLO extra not installed, unknown class names)
     or processors.models.ModelNotFoundError (weights missing)."""
     processing = config.processing
+    if processing.processor is ProcessorKind.NONE:
+        from processors.frames_only import FramesOnlyProcessor
+        return FramesOnlyProcessor(max_batch=processing.batch_size)
     if processing.processor is ProcessorKind.YOLO:
         from processors.yolo import YoloProcessor
         return YoloProcessor(processing.yolo, max_batch=processing.batch_size)
@@ -36,6 +39,8 @@ def build_processor(config: Config):
 
 def build_processors(config: Config) -> list:
     """One processor per analysis worker (a model instance each: they run in parallel)."""
+    if config.processing.processor is ProcessorKind.NONE:
+        return [build_processor(config)]  # nothing to run in parallel
     return [build_processor(config) for _ in range(config.processing.worker_count)]
 
 
@@ -65,7 +70,8 @@ def run(config_path: str | None, stop: threading.Event | None = None,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for noisy in ("botocore", "urllib3", "werkzeug"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
-    from consumer.streams.supervisor import ConsumerService
+    from consumer.fleet.coordinator import DuplicateWorkerId
+    from consumer.streams.supervisor import StreamSupervisor
     from processors.models import ModelNotFoundError
     stop = stop or threading.Event()
     install_signal_handlers(stop)
@@ -75,7 +81,11 @@ def run(config_path: str | None, stop: threading.Event | None = None,
         print(f"consumer: {err}", file=sys.stderr)
         return 3
     try:
-        service = ConsumerService(config, processors).start()
+        service = StreamSupervisor(config, processors).start()
+    except DuplicateWorkerId as err:
+        print(f"consumer: checkpoint.worker_id: {err}", file=sys.stderr)
+        _close(processors)
+        return 2
     except Exception as err:
         print(f"consumer: cannot start: {err}", file=sys.stderr)
         _close(processors)

@@ -21,13 +21,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from consumer.cloud.leases import CheckpointStore
 from consumer.config import load_config
 from consumer.demo import read_all_records
+from consumer.fleet.lease_table import LeaseTable
 from consumer.formats.pose_sequence import read_pose_sequence
 from consumer.formats.records import load_schema
 from consumer.run import build_processor
-from consumer.streams.supervisor import ConsumerService
+from consumer.streams.supervisor import StreamSupervisor
 from infra.local.limits import Limits
 from infra.local.stack import LocalStack
 
@@ -42,7 +42,7 @@ CLIP_FRAGMENTS = 6  # what producer_sim makes of vogels_330.mkv with 2 s fragmen
 @pytest.fixture(scope="module")
 def stack(captures, models):
     with LocalStack(limits=Limits(getmedia_idle_seconds=1.0)) as local:
-        CheckpointStore(local.client("dynamodb"), TABLE, "reader").ensure_table()
+        LeaseTable(local.client("dynamodb"), TABLE, "reader").ensure_table()
         yield local
 
 
@@ -87,7 +87,8 @@ def last_fragment(stack, name: str) -> int:
 
 
 def checkpoint(stack, name: str) -> int | None:
-    return CheckpointStore(stack.client("dynamodb"), TABLE, "reader").get(stream_arn(stack, name))
+    lease = LeaseTable(stack.client("dynamodb"), TABLE, "reader").lease(stream_arn(stack, name))
+    return lease.checkpoint if lease else None
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -110,7 +111,7 @@ def test_end_to_end_with_the_real_pose_model(stack):
     config = load_config(data=config_data(stack, ["e2e-cam"], "e2e-records", "e2e-bucket"),
                          environ={})
     processor = build_processor(config)
-    service = ConsumerService(config, processor).start()
+    service = StreamSupervisor(config, processor).start()
     stop = threading.Event()
     runner = threading.Thread(target=service.run, args=(stop,))
     runner.start()
@@ -297,7 +298,9 @@ def test_undecodable_and_deleted_streams_do_not_disturb_the_others(stack, tmp_pa
         process.kill()
     text = log.read_text()
     assert "V_MS/VFW/FOURCC" in text and "skipping the fragment" in text
-    assert "stream gone-cam: let go" in text
+    assert "stream gone-cam: deleted; let go and its lease removed" in text
+    leases = LeaseTable(stack.client("dynamodb"), TABLE, "reader").snapshot().leases
+    assert "gone-cam" not in {lease.stream_name for lease in leases}
     records = read_all_records(stack.client("kinesis"), "mixed-records")
     streams = {r["InputInformation"]["KinesisVideo"]["StreamName"] for r in records}
     assert "ok-cam" in streams and "junk-cam" not in streams

@@ -15,7 +15,7 @@ from consumer.cloud.discovery import discover
 from consumer.cloud.media_source import MediaSource, StreamGone
 from consumer.config import Sampling, SamplingMode, Streams
 from consumer.pipeline.decode import DecodeError, StreamDecoder
-from consumer.streams.ledger import FragmentLedger
+from consumer.pipeline.ledger import FragmentLedger
 from consumer.wire import read_fragments
 from infra.local.kvs_service import LocalKvsService
 from infra.local.limits import Limits
@@ -82,9 +82,8 @@ def test_garbage_h264_is_reported_and_the_next_fragment_decodes(get_media_fragme
 
 def test_tracker_reports_completions_in_fragment_order():
     completed: list[int] = []
-    tracker = FragmentLedger(lambda arn, number: completed.append(number))
-    first, second = tracker.begin("a", 10), tracker.begin("a", 11)
-    other = tracker.begin("b", 5)
+    tracker = FragmentLedger("arn", lambda t: completed.append(t.fragment_number))
+    empty, first, second = tracker.begin(5), tracker.begin(10), tracker.begin(11)
     for ticket in (first, second):
         ticket.frame_queued()
     second.seal()
@@ -92,7 +91,7 @@ def test_tracker_reports_completions_in_fragment_order():
     second.frame_analysed("src", "result")
     second.output_done(True)
     assert completed == []  # 11 is done but waits for 10
-    other.seal()
+    empty.seal()
     assert completed == [5]
     first.seal()
     first.frame_skipped()

@@ -1,5 +1,5 @@
-"""Event clips per stream (consumer.pipeline.event_clips) and their hold on the checkpoint: a fragment
-whose frame raised an event is not complete until the event's clip is written."""
+"""Event clips per stream (consumer.pipeline.event_clips) and their hold on the checkpoint: a
+fragment whose frame raised an event is not complete until the event's clip is written."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import av
 import pytest
 
 from consumer.pipeline.event_clips import ClipRecorder, fragment_span
-from consumer.streams.ledger import FragmentLedger
+from consumer.pipeline.ledger import FragmentLedger
 from consumer.wire import read_fragments
 
 
@@ -25,8 +25,8 @@ def _payloads(mp4: bytes) -> list[bytes]:
 
 
 def _ticket(completed: list):
-    tracker = FragmentLedger(lambda arn, number: completed.append(number))
-    ticket = tracker.begin("arn", 7)
+    tracker = FragmentLedger("arn", lambda t: completed.append(t.fragment_number))
+    ticket = tracker.begin(7)
     ticket.seal()  # no frames: complete unless something is owed
     return tracker, ticket
 
@@ -36,8 +36,8 @@ def test_a_clip_waits_for_its_post_roll_then_holds_the_source_packets(fragments)
     first, _ = fragment_span(fragments[1])
     event_time = first + 1.0  # inside the second fragment
     completed = []
-    tracker = FragmentLedger(lambda arn, number: completed.append(number))
-    ticket = tracker.begin("arn", 7)
+    tracker = FragmentLedger("arn", lambda t: completed.append(t.fragment_number))
+    ticket = tracker.begin(7)
     for fragment in fragments[:2]:
         recorder.add_fragment(fragment)
     recorder.request("clip-key", event_time, ticket, {})

@@ -16,7 +16,7 @@ from PIL import Image
 from consumer.config import Events, S3Output
 from consumer.formats.event_records import SCHEMA_PATH
 from consumer.pipeline.event_stage import EventStage
-from consumer.streams.ledger import FragmentLedger
+from consumer.pipeline.ledger import FragmentLedger
 from processors.base import FrameResult, Person
 from processors.frames import FrameSource, VideoFrame
 
@@ -45,8 +45,9 @@ def stage(**events) -> tuple[EventStage, Recorder, Recorder]:
                              aws_secret_access_key="secret")
     kinesis, s3 = Recorder(), Recorder()
     processor = {"Name": "pose", "Model": "m", "ModelVersion": "1"}
-    return (EventStage(config, processor, kinesis, s3, S3Output(bucket="events-bucket", prefix="p"),
-                       s3_client), kinesis, s3)
+    args = (processor, kinesis, s3, S3Output(bucket="events-bucket", prefix="p"), s3_client)
+    assert EventStage.for_stream("other", config, *args) is None  # no rules: no event state
+    return EventStage.for_stream("cam-1", config, *args), kinesis, s3
 
 
 def frame(i: int, x: float) -> tuple[VideoFrame, FrameResult]:
@@ -59,14 +60,12 @@ def frame(i: int, x: float) -> tuple[VideoFrame, FrameResult]:
 
 def test_entry_dwell_and_exit_records_with_media_written_once():
     events, kinesis, s3 = stage()
-    camera = events.camera("cam-1")
-    assert events.camera("other") is None  # no rules: no event state at all
-    tracker = FragmentLedger(lambda arn, number: None)
+    tracker = FragmentLedger("arn", lambda t: None)
     path = [0.2] * 2 + [0.7] * 10 + [0.2] * 4  # outside, inside for 5 s, outside again
     for i, x in enumerate(path):
         video, result = frame(i, x)
-        ticket = tracker.begin(ARN, video.source.fragment_number)
-        events.observe(camera, video, result, ticket)
+        ticket = tracker.begin(video.source.fragment_number)
+        events.observe(video, result, ticket)
     records = [json.loads(data) for data, _key in kinesis.items]
     schema = json.loads(SCHEMA_PATH.read_text())
     for record in records:
@@ -97,16 +96,15 @@ def test_entry_dwell_and_exit_records_with_media_written_once():
 
 def test_an_event_holds_its_fragment_until_its_outputs_are_acknowledged():
     events, kinesis, _s3 = stage()
-    camera = events.camera("cam-1")
     done = []
-    tracker = FragmentLedger(lambda arn, number: done.append(number))
+    tracker = FragmentLedger("arn", lambda t: done.append(t.fragment_number))
     held = []
     kinesis.put = lambda data, key, on_done: held.append(on_done)  # acknowledge later
-    ticket = tracker.begin(ARN, 100)
+    ticket = tracker.begin(100)
     for i, x in enumerate([0.7] * 4):  # fragment 100: zone entry at its third frame
         video, result = frame(i, x)
         ticket.frame_queued()
-        events.observe(camera, video, result, ticket)
+        events.observe(video, result, ticket)
         ticket.frame_analysed(video.source, result)
     ticket.seal()
     assert len(held) == 1 and done == []  # the event record is not acknowledged yet

@@ -21,7 +21,7 @@ from consumer.demo import read_all_records
 from consumer.formats.event_records import SCHEMA_PATH
 from consumer.formats.records import load_schema
 from consumer.run import build_processor
-from consumer.streams.supervisor import ConsumerService
+from consumer.streams.supervisor import StreamSupervisor
 from processors.base import FrameResult, Person
 
 from .test_consumer_e2e import (
@@ -39,9 +39,9 @@ pytestmark = pytest.mark.slow
 STAGE = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.1], [0.0, 1.1]]  # the whole picture (feet may touch 1.0)
 
 
-def run_until_checkpointed(stack, config, stream: str, processor=None) -> ConsumerService:
+def run_until_checkpointed(stack, config, stream: str, processor=None) -> StreamSupervisor:
     processor = processor or build_processor(config)
-    service = ConsumerService(config, processor).start()
+    service = StreamSupervisor(config, processor).start()
     stop = threading.Event()
     runner = threading.Thread(target=service.run, args=(stop,))
     runner.start()

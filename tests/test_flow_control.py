@@ -11,14 +11,18 @@ import pytest
 
 from consumer.cloud.aws import AwsContext
 from consumer.cloud.media_source import MediaSource
-from consumer.config import LagPolicy, Sampling, SamplingMode, StreamSettings
-from consumer.streams.ledger import FragmentLedger
-from consumer.streams.session import StreamWorker
+from consumer.config import load_config
+from consumer.pipeline.analysis import Analysed
+from consumer.pipeline.outputs import ProcessorInfo
+from consumer.streams.session import SharedStages, Start, StreamSession
 from consumer.wire import read_fragments
 from infra.local.kvs_service import LocalKvsService
 from infra.local.limits import Limits
+from processors.base import FrameResult
 
 from .kvs_wire_helpers import producer_mkv, put_media
+
+ARN = "arn:aws:kinesisvideo:us-east-1:123456789012:stream/cam/1700000000000"
 
 
 class ListSource:
@@ -41,39 +45,65 @@ def fragments(capture):
     return read_fragments(capture("output_get_media.mkv"))  # recorded in 2017: very stale
 
 
-def run_worker(fragments, settings, work):
+class AckingWriter:
+    """An in-process stand-in for the Kinesis writer: keeps what it is given, acknowledges."""
+
+    def __init__(self):
+        self.records = []
+
+    def put(self, data, partition_key, on_done):
+        self.records.append(data)
+        on_done(True)
+
+
+def run_session(fragments, defaults: dict, work):
     completed = []
-    tracker = FragmentLedger(lambda arn, number: completed.append(number))
-    worker = StreamWorker("cam", "arn:cam", ListSource(fragments), settings, tracker, work)
-    worker.start()
-    return worker, completed
+    config = load_config(data={"streams": {"names": ["cam"], "defaults": defaults},
+                               "processing": {"processor": "none"},
+                               "outputs": {"kinesis": {"stream": "records"}}}, environ={})
+    stages = SharedStages(config, None, None, AckingWriter(), None, None,
+                          ProcessorInfo("none", "none", "0", ""),
+                          lambda arn, number, producer_time: completed.append(number))
+    session = StreamSession(1, "cam", ARN, Start(None, False, None), stages, work,
+                            source=ListSource(fragments))
+    return session.start(), completed
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def test_realtime_policy_skips_stale_frames_and_still_completes_fragments_in_order(fragments):
-    settings = StreamSettings(sampling=Sampling(mode=SamplingMode.FPS, fps=2),
-                              policy=LagPolicy.REALTIME, max_lag_seconds=5)
+    defaults = {"sampling": {"mode": "fps", "fps": 2}, "policy": "realtime",
+                "max_lag_seconds": 5}
     work: queue.Queue = queue.Queue(maxsize=4)
-    worker, completed = run_worker(fragments, settings, work)
-    assert worker.join(30)
+    session, completed = run_session(fragments, defaults, work)
+    assert wait_until(lambda: len(completed) == len(fragments), 30)
+    assert session.reading_ended and session.close(5)
     assert work.empty()
-    assert worker.stats.frames_skipped == worker.stats.frames_queued == 20
+    assert session.stats.frames_skipped == session.stats.frames_queued == 20
     assert completed == [f.fragment_number for f in fragments]
 
 
 def test_lossless_policy_blocks_the_reader_when_analysis_falls_behind(fragments):
-    settings = StreamSettings(sampling=Sampling(mode=SamplingMode.FPS, fps=2),
-                              policy=LagPolicy.LOSSLESS)
+    defaults = {"sampling": {"mode": "fps", "fps": 2}, "policy": "lossless"}
     work: queue.Queue = queue.Queue(maxsize=4)
-    worker, completed = run_worker(fragments, settings, work)
+    session, completed = run_session(fragments, defaults, work)
     time.sleep(1.0)
-    assert work.full() and worker.stats.fragments <= 2  # backpressure: reading stopped
+    assert work.full() and session.stats.fragments <= 2  # backpressure: reading stopped
     taken = []
     while len(taken) < 20:
-        item = work.get(timeout=10)
-        taken.append(item)
-        item.ticket.frame_skipped()
-    assert worker.join(10)
-    assert worker.stats.frames_skipped == 0 and len(taken) == 20
+        request = work.get(timeout=10)
+        taken.append(request)
+        session.post(Analysed(request.frame, FrameResult()))  # what the analysis sends back
+    assert wait_until(lambda: len(completed) == len(fragments), 10)
+    assert session.close(5)
+    assert session.stats.frames_skipped == 0 and session.stats.frames_analysed == 20
     assert completed == [f.fragment_number for f in fragments]
 
 

@@ -7,9 +7,9 @@ import pytest
 
 from consumer.formats import s3_layout
 from consumer.formats.pose_sequence import landmark_count, read_pose_sequence
+from consumer.pipeline.ledger import FragmentLedger
 from consumer.pipeline.pose_windows import PoseWindows
 from consumer.sinks.s3 import S3ObjectWriter
-from consumer.streams.ledger import FragmentLedger
 from infra.local.stack import LocalStack
 from processors.base import FrameResult, Landmark, Person
 from processors.frames import FrameSource
@@ -37,7 +37,7 @@ def fetcher(client):
 
 def analysed_fragment(tracker, number: int, producer_timestamp: float, frames: int = 3,
                       landmarks=LANDMARKS):
-    ticket = tracker.begin(ARN, number)
+    ticket = tracker.begin(number)
     for index in range(frames):
         source = FrameSource("cam", ARN, number, producer_timestamp, producer_timestamp,
                              index * 0.5, index)
@@ -59,7 +59,7 @@ def run(client, fragments: list[tuple[int, float]], landmark_set: str = "mediapi
     completed: list[int] = []
     writer = S3ObjectWriter(client, "poses", concurrency=2)
     windows = PoseWindows(10.0, "", writer, fetcher(client), {"model": "test"}, landmark_set)
-    tracker = FragmentLedger(lambda arn, n: completed.append(n), windows.add)
+    tracker = FragmentLedger("arn", lambda t: completed.append(t.fragment_number), windows.add)
     landmarks = LANDMARKS[:landmark_count(landmark_set)]
     tickets = [analysed_fragment(tracker, n, t, landmarks=landmarks) for n, t in fragments]
     for ticket in tickets:

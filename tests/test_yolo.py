@@ -26,12 +26,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from consumer.config import ConfigError, ProcessorKind, StreamSettings, Yolo, load_config
+from consumer.config import ConfigError, ProcessorKind, Yolo, load_config
 from consumer.formats.annotate import COCO_CONNECTIONS, draw_persons
 from consumer.formats.pose_sequence import pose_sequence_parquet, read_pose_sequence
-from consumer.pipeline.analysis import Analyzer
-from consumer.streams.ledger import FragmentLedger
-from consumer.streams.session import StreamStats, WorkItem
+from consumer.pipeline.analysis import Analysed, AnalysisRequest, Analyzer
 from processors.base import FrameResult
 from processors.frames import VideoFrame
 from processors.models import ModelNotFoundError
@@ -252,17 +250,11 @@ def test_the_analyzer_sends_three_streams_in_one_call_and_routes_each_result(
         ultra, frames, calibrated):
     with YoloProcessor(config(calibrated("yolov8n.yaml")), max_batch=8) as processor:
         singles = alone(processor, frames)
-        tracker = FragmentLedger(lambda arn, number: None)
-        tickets = {}
         work: queue.Queue = queue.Queue()
-        for frame in frames:
-            arn = frame.source.stream_arn
-            if arn not in tickets:
-                tickets[arn] = tracker.begin(arn, frame.source.fragment_number)
-            tickets[arn].frame_queued()
-            work.put(WorkItem(frame, tickets[arn], StreamSettings(), StreamStats()))
-        emitted: list[tuple[WorkItem, FrameResult]] = []
-        analyzer = Analyzer(processor, work, lambda item, result: emitted.append((item, result)),
+        for index, frame in enumerate(frames):  # a session key per stream
+            work.put(AnalysisRequest(hash(frame.source.stream_arn) % 1000, frame))
+        routed: list[tuple[int, Analysed]] = []
+        analyzer = Analyzer(processor, work, lambda key, message: routed.append((key, message)),
                             batch_size=8, batch_wait_ms=200)
         with forward_passes(ultra) as batches:
             analyzer.start()
@@ -272,12 +264,14 @@ def test_the_analyzer_sends_three_streams_in_one_call_and_routes_each_result(
                 analyzer.stop()
     assert batches == [len(frames)]
     assert analyzer.batches == 1 and analyzer.frames == len(frames)
-    assert [item.frame for item, _ in emitted] == frames
+    assert [message.frame for _, message in routed] == frames
     expected = {frame.source.record_id: single for frame, single in zip(frames, singles,
                                                                          strict=True)}
-    for item, result in emitted:
-        assert item.ticket is tickets[item.frame.source.stream_arn]
-        assert same(result, expected[item.frame.source.record_id]), item.frame.source
+    for key, message in routed:
+        assert isinstance(message, Analysed)
+        assert key == hash(message.frame.source.stream_arn) % 1000  # back to its session
+        assert same(message.result, expected[message.frame.source.record_id]), \
+            message.frame.source
 
 
 # --- pose -----------------------------------------------------------------------------------------

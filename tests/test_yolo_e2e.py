@@ -17,7 +17,7 @@ from consumer.config import load_config
 from consumer.demo import read_all_records
 from consumer.formats.records import load_schema
 from consumer.run import build_processors
-from consumer.streams.supervisor import ConsumerService
+from consumer.streams.supervisor import StreamSupervisor
 
 from .test_consumer_e2e import (
     checkpoint,
@@ -59,7 +59,7 @@ def test_two_cameras_through_one_random_weights_yolo_pose_model(stack, yolo_inst
     config = load_config(data=data, environ={})
     processors = build_processors(config)
     assert len(processors) == 1  # one model serves every camera
-    service = ConsumerService(config, processors).start()
+    service = StreamSupervisor(config, processors).start()
     stop = threading.Event()
     runner = threading.Thread(target=service.run, args=(stop,))
     runner.start()

@@ -7,9 +7,10 @@
 - No decoding, no encoding: each frame's bytes become one MP4 sample unchanged (MKV and MP4 both
   store AVC as length-prefixed NAL units), with its keyframe flag.
 - Trimming: times are seconds on the consumer's frame timeline, `producer_timestamp + frame_offset`
-  (as in `consumer.pipeline.decode`;, a missing producer timestamp counts as 0). The clip starts on the last
-  keyframe at or before `start_time` (pre-roll, so the event frame decodes), or on the first
-  keyframe if there is none before it; it ends with the last frame at or before `end_time`.
+  (as in `consumer.pipeline.decode`; a missing producer timestamp counts as 0). The clip starts
+  on the last keyframe at or before `start_time` (pre-roll, so the event frame decodes), or on
+  the first keyframe if there is none before it; it ends with the last frame at or before
+  `end_time`.
   Without `start_time` it starts at the first keyframe (leading non-keyframes cannot decode).
 - Timeline: millisecond time base, starting at 0. Each fragment keeps its own frame spacing; a
   fragment whose timecodes repeat or go back is shifted to follow the previous one, so the clip's

@@ -2,7 +2,8 @@
 
 One JSON object per analysed frame, joinable to the video the way Rekognition Video
 stream-processor records were: `InputInformation.KinesisVideo` names the stream, the fragment and
-the frame's offset in it. The schema is `consumer/formats/schema/frame_record.schema.json` (JSON Schema 2020-12).
+the frame's offset in it. The schema is `consumer/formats/schema/frame_record.schema.json` (JSON
+Schema 2020-12).
 
 Conventions (stated once here and in the schema's descriptions):
 - `RecordId` is `FrameSource.record_id`: the same frame gives the same id on every replay.

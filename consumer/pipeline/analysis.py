@@ -1,7 +1,11 @@
-"""The analysis stage: frames from every stream, batched, through the processor, to the outputs.
+"""The analysis stage: frames from every stream, batched, through the processor, results back.
 
-A batch is up to `batch_size` frames or whatever arrived within `batch_wait_ms` of the first, so
-a GPU processor gets many cameras' frames in one call while a lone camera is not held back.
+Shared by the streams and holding none of their state: a request is data (the frame, with its
+provenance, the session it comes from, and the time after which it is too stale to analyse);
+each result goes back by that session's key through `route`, to be handled on the session's own
+thread. A batch is up to `batch_size` frames or whatever arrived within `batch_wait_ms` of the
+first, so a GPU processor gets many cameras' frames in one call while a lone camera is not held
+back.
 """
 
 from __future__ import annotations
@@ -10,20 +14,43 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from consumer.config import LagPolicy
-from consumer.streams.session import WorkItem
-from processors.base import Processor
+from processors.base import FrameResult, Processor
+from processors.frames import VideoFrame
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class AnalysisRequest:
+    session: int  # the key results are routed back by
+    frame: VideoFrame
+    stale_after: float | None = None  # wall-clock time after which it is skipped (real-time)
+
+
+@dataclass(frozen=True, slots=True)
+class Analysed:
+    frame: VideoFrame
+    result: FrameResult
+
+
+@dataclass(frozen=True, slots=True)
+class NotAnalysed:
+    frame: VideoFrame
+    reason: str  # "stale": skipped by the real-time policy; "failed": the processor raised
+
+
+Route = Callable[[int, object], None]  # (session key, Analysed | NotAnalysed)
+
+
 class Analyzer:
-    def __init__(self, processor: Processor, work: queue.Queue, emit, batch_size: int,
+    def __init__(self, processor: Processor, work: queue.Queue, route: Route, batch_size: int,
                  batch_wait_ms: float):
         self.processor = processor
         self.work = work
-        self.emit = emit  # callable(WorkItem, FrameResult)
+        self.route = route
         self.batch_size = min(batch_size, processor.max_batch)
         self.batch_wait = batch_wait_ms / 1000
         self.batches = 0
@@ -34,7 +61,7 @@ class Analyzer:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="analysis", daemon=True)
 
-    def start(self) -> "Analyzer":
+    def start(self) -> Analyzer:
         self._thread.start()
         return self
 
@@ -64,7 +91,7 @@ class Analyzer:
                     self.work.task_done()
                 self._taken = 0
 
-    def _next_batch(self) -> list[WorkItem]:
+    def _next_batch(self) -> list[AnalysisRequest]:
         try:
             first = self.work.get(timeout=0.1)
         except queue.Empty:
@@ -79,36 +106,28 @@ class Analyzer:
             except queue.Empty:
                 break
         self._taken = len(batch)
-        return [item for item in batch if not self._stale(item)]
+        now = time.time()
+        fresh = []
+        for request in batch:
+            if request.stale_after is not None and now > request.stale_after:
+                self.route(request.session, NotAnalysed(request.frame, "stale"))
+            else:
+                fresh.append(request)
+        return fresh
 
-    @staticmethod
-    def _stale(item: WorkItem) -> bool:
-        settings = item.settings
-        if settings.policy is not LagPolicy.REALTIME:
-            return False
-        if time.time() - item.frame.source.producer_time <= settings.max_lag_seconds:
-            return False
-        item.stats.frames_skipped += 1
-        item.ticket.frame_skipped()
-        return True
-
-    def _analyse(self, batch: list[WorkItem]) -> None:
+    def _analyse(self, batch: list[AnalysisRequest]) -> None:
         started = time.perf_counter()
         try:
-            results = self.processor.process([item.frame for item in batch])
+            results = self.processor.process([request.frame for request in batch])
         except Exception:
             log.exception("processor %s failed on a batch of %d frames; their fragments "
                           "will be re-read after a restart", self.processor.name, len(batch))
-            for item in batch:
-                item.ticket.frame_abandoned()
+            for request in batch:
+                self.route(request.session, NotAnalysed(request.frame, "failed"))
             return
         self.busy_seconds += time.perf_counter() - started
         self.batches += 1
         self.frames += len(batch)
-        self.mixed_batches += len({item.frame.source.stream_arn for item in batch}) > 1
-        for item, result in zip(batch, results, strict=True):  # the Processor contract
-            try:
-                self.emit(item, result)
-            except Exception:
-                log.exception("stream %s: building outputs failed", item.frame.source.stream_name)
-                item.ticket.frame_abandoned()
+        self.mixed_batches += len({r.frame.source.stream_arn for r in batch}) > 1
+        for request, result in zip(batch, results, strict=True):  # the Processor contract
+            self.route(request.session, Analysed(request.frame, result))

@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from consumer.formats import clips
-from consumer.streams.ledger import FragmentTicket
+from consumer.pipeline.ledger import FragmentTicket
 from consumer.wire import Fragment
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
-"""Events for the output stage: each camera's rules run on its tracked persons; each event raised
-becomes a record on the data stream, a highlight JPEG and a clip in S3 under the event's prefix.
+"""One stream's events: its camera's rules run on its tracked persons; each event raised becomes
+a record on the data stream, a highlight JPEG and a clip in S3 under the event's prefix.
 
-Runs on the analysis thread that serves the stream (frames of one stream arrive there in order).
+Owned by the stream's session and run on its thread (frames of one stream arrive in order).
 Every output is registered on the ticket of the fragment whose frame raised the event, before
 that frame counts as analysed, so the fragment is not checkpointed until the event's record is
 acknowledged and its highlight and clip are written (the clip may wait for its post-roll).
@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
-from dataclasses import dataclass
 
 from consumer.config import Events, S3Output
 from consumer.formats import event_records, highlights, records, s3_layout
 from consumer.pipeline.event_clips import ClipRecorder
-from consumer.streams.ledger import FragmentTicket
+from consumer.pipeline.ledger import FragmentTicket
+from consumer.wire import Fragment
 from processors.base import FrameResult
 from processors.events import Event, EventEngine, FallRule, Observation, Rule
 from processors.frames import VideoFrame
@@ -26,67 +25,61 @@ from processors.frames import VideoFrame
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class CameraEventState:
-    """One stream's rules, their state, and its clip recorder (None when clips are off)."""
-    stream_name: str
-    rules: tuple[Rule, ...]
-    clips: ClipRecorder | None
-    engine: EventEngine | None = None  # built on the first frame (fall angles need its shape)
-    raised: int = 0
-
-
 class EventStage:
-    def __init__(self, config: Events, processor: dict[str, str], kinesis, s3=None,
-                 s3_config: S3Output | None = None, s3_client=None):
+    def __init__(self, stream_name: str, rules: tuple[Rule, ...], config: Events,
+                 processor: dict[str, str], kinesis, s3=None, s3_config: S3Output | None = None,
+                 s3_client=None):
+        self.stream_name = stream_name
+        self.rules = rules
         self.config = config
         self.processor = processor  # {"Name", "Model", "ModelVersion"}
-        self.kinesis = kinesis
-        self.s3 = s3
+        self.kinesis = kinesis  # put(data, partition_key, on_done)
+        self.s3 = s3  # put(key, body, content_type, metadata, on_done)
         self.s3_config = s3_config
         self.s3_client = s3_client  # for presigned URLs
-        self.cameras: dict[str, CameraEventState] = {}
-        self._lock = threading.Lock()
+        self.clips = (ClipRecorder(stream_name, config.pre_roll_seconds,
+                                   config.post_roll_seconds)
+                      if s3 is not None and config.clips else None)
+        self.engine: EventEngine | None = None  # built on the first frame (fall angles need it)
+        self.raised = 0
 
-    def camera(self, stream_name: str) -> CameraEventState | None:
-        """The stream's event state, or None when it has no rules."""
-        rules = self.config.rules_for(stream_name)
-        if not rules:
-            return None
-        clips = (ClipRecorder(stream_name, self.config.pre_roll_seconds,
-                              self.config.post_roll_seconds)
-                 if self.s3 is not None and self.config.clips else None)
-        camera = CameraEventState(stream_name, tuple(rules), clips)
-        with self._lock:
-            self.cameras[stream_name] = camera
-        return camera
+    @classmethod
+    def for_stream(cls, stream_name: str, config: Events, *args, **kwargs) -> EventStage | None:
+        """The stream's event stage, or None when its camera has no rules."""
+        rules = config.rules_for(stream_name)
+        return cls(stream_name, tuple(rules), config, *args, **kwargs) if rules else None
 
-    def observe(self, camera: CameraEventState, frame: VideoFrame, result: FrameResult,
+    def add_fragment(self, fragment: Fragment) -> None:
+        """Every fragment read, kept for clips."""
+        if self.clips is not None:
+            self.clips.add_fragment(fragment)
+
+    def observe(self, frame: VideoFrame, result: FrameResult,
                 ticket: FragmentTicket) -> list[Event]:
-        """Run the camera's rules on one analysed (and tracked) frame; deliver what they raise."""
+        """Run the rules on one analysed (and tracked) frame; deliver what they raise."""
         source = frame.source
-        if camera.engine is None:
+        if self.engine is None:
             aspect = frame.width / max(1, frame.height)
             rules = [dataclasses.replace(r, aspect_ratio=aspect) if isinstance(r, FallRule)
-                     else r for r in camera.rules]
-            camera.engine = EventEngine(camera.stream_name, rules,
-                                        self.config.track_timeout_seconds)
+                     else r for r in self.rules]
+            self.engine = EventEngine(self.stream_name, rules, self.config.track_timeout_seconds)
         t = source.producer_time
         observations = [Observation.from_person(p, t, source.fragment_number)
                         for p in result.persons]
-        events = camera.engine.update(t, source.fragment_number, observations)
+        events = self.engine.update(t, source.fragment_number, observations)
         for event in events:
-            self._deliver(camera, event, frame, result, ticket)
-        if camera.clips is not None:
-            camera.clips.note_analysed(t)
-            self.write_clips(camera)
+            self._deliver(event, frame, result, ticket)
+        if self.clips is not None:
+            self.clips.note_analysed(t)
+            self.write_clips()
         return events
 
-    def write_clips(self, camera: CameraEventState, force: bool = False) -> None:
-        """Write the camera's clips whose post-roll has arrived (all of them with force)."""
-        if camera.clips is None:
+    def write_clips(self, force: bool = False) -> None:
+        """Write the clips whose post-roll has arrived (all of them with force), and those
+        that waited too long for it."""
+        if self.clips is None:
             return
-        for clip in camera.clips.ready(force):
+        for clip in self.clips.ready(force):
             pending = clip.pending
             if clip.body is None:
                 pending.ticket.output_done(True)  # nothing to cut; not a delivery failure
@@ -94,22 +87,9 @@ class EventStage:
             self.s3.put(pending.key, clip.body, "video/mp4", pending.metadata,
                         pending.ticket.output_done)
 
-    def flush(self, force: bool = False) -> None:
-        """Clips waiting too long for their post-roll (or all of them, at shutdown)."""
-        with self._lock:
-            cameras = list(self.cameras.values())
-        for camera in cameras:
-            self.write_clips(camera, force)
-
-    def forget(self, stream_name: str) -> None:
-        with self._lock:
-            camera = self.cameras.pop(stream_name, None)
-        if camera is not None:
-            self.write_clips(camera, force=True)
-
-    def _deliver(self, camera: CameraEventState, event: Event, frame: VideoFrame,
-                 result: FrameResult, ticket: FragmentTicket) -> None:
-        camera.raised += 1
+    def _deliver(self, event: Event, frame: VideoFrame, result: FrameResult,
+                 ticket: FragmentTicket) -> None:
+        self.raised += 1
         source = frame.source
         state = event_records.status(event)
         media = {}
@@ -123,14 +103,14 @@ class EventStage:
             if self.config.highlights:
                 if new:
                     body = highlights.highlight_jpeg(frame.image, result.persons, event,
-                                                     camera.rules, self.s3_config.jpeg_quality)
+                                                     self.rules, self.s3_config.jpeg_quality)
                     ticket.output_added()
                     self.s3.put(keys["highlight"], body, "image/jpeg", metadata,
                                 ticket.output_done)
                 media["Highlight"] = self._location(keys["highlight"])
-            if camera.clips is not None:
+            if self.clips is not None:
                 if new:
-                    camera.clips.request(keys["clip"], source.producer_time, ticket, metadata)
+                    self.clips.request(keys["clip"], source.producer_time, ticket, metadata)
                 media["Clip"] = self._location(keys["clip"])
         record = event_records.event_record(event, source, self.processor, media=media)
         ticket.output_added()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from consumer.formats import pose_sequence, s3_layout
-from consumer.streams.ledger import FragmentTicket
+from consumer.pipeline.ledger import FragmentTicket
 
 Fetch = Callable[[str], "bytes | None"]
 

@@ -19,6 +19,10 @@ Contract of `KinesisRecordWriter`:
   slows the writer down (the shared Backoff, growing while throttling lasts) and is not counted
   against `max_retries`: it is backpressure, not failure. Other errors are retried with the same
   Backoff up to `max_retries` times per record.
+- Fencing: with `admit`, each record's partition key is checked just before it is sent; the
+  records of a key no longer admitted (its stream's lease was lost) are not sent and get
+  on_done(False) (counted in `fenced`): a worker that lost a stream stops emitting its records
+  even if they were queued before it knew.
 """
 
 from __future__ import annotations
@@ -32,8 +36,15 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 
 from consumer.cloud.backoff import Backoff
-from consumer.sinks.batch_queue import (MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_RECORD_BYTES,
-                                        BatchQueue, Entry, RecordRejected, record_size)
+from consumer.sinks.batch_queue import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_RECORDS,
+    MAX_RECORD_BYTES,
+    BatchQueue,
+    Entry,
+    RecordRejected,
+    record_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +66,7 @@ class WriterStats:
     rejected: int = 0  # of which rejected by put() without being sent
     reordered: int = 0  # records KDS accepted after an earlier one of their key failed
     pending: int = 0  # queued or in flight now
+    fenced: int = 0  # records not sent because their stream's lease was lost
 
 
 class KinesisRecordWriter:
@@ -63,8 +75,10 @@ class KinesisRecordWriter:
     def __init__(self, client, stream_name: str, linger_ms: float = 200.0,
                  max_retries: int = 8, backoff: Backoff | None = None, *,
                  max_buffered_records: int = 10_000,
-                 max_buffered_bytes: int = 64 * 1024 * 1024, careful_seconds: float = 1.0):
+                 max_buffered_bytes: int = 64 * 1024 * 1024, careful_seconds: float = 1.0,
+                 admit: Callable[[str], bool] | None = None):
         self._client = client
+        self._admit = admit
         self.stream_name = stream_name
         self._linger = linger_ms / 1000.0
         self._max_retries = max_retries
@@ -190,6 +204,19 @@ class KinesisRecordWriter:
             return self._queue.take(now)
 
     def _send(self, batch: list[Entry]) -> list[tuple[Callable[[bool], None], bool]]:
+        fenced: list[tuple[Callable[[bool], None], bool]] = []
+        if self._admit is not None:
+            admitted = {key: self._admit(key) for key in {e.key for e in batch}}
+            fenced = [(e.on_done, False) for e in batch if not admitted[e.key]]
+            batch = [e for e in batch if admitted[e.key]]
+            if fenced:
+                with self._cond:
+                    self._stats.fenced += len(fenced)
+            if not batch:
+                return fenced
+        return fenced + self._put_records(batch)
+
+    def _put_records(self, batch: list[Entry]) -> list[tuple[Callable[[bool], None], bool]]:
         records = [{"Data": e.data, "PartitionKey": e.key} for e in batch]
         try:
             response = self._client.put_records(StreamName=self.stream_name, Records=records)

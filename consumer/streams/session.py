@@ -1,29 +1,52 @@
-"""One thread per stream: GetMedia -> fragments -> decoder -> the shared analysis queue.
+"""One stream's owner: a `StreamSession` holds everything about its stream while this worker
+holds its lease: the media source, decoder, fragment ledger, person tracker, event state and
+clip buffer, outputs (with the records already delivered before it started) and stats.
 
-Lossless policy: a full analysis queue blocks this thread, and with it the GetMedia read
-(backpressure). Real-time policy: frames older than `max_lag_seconds`, or that find the queue
-full, are skipped; their fragment still completes, so checkpoints advance in order.
+Two threads, both the session's own:
+- the reader: (after a hand-off wait, when the lease was taken from a live worker) reads back
+  what the data stream already holds, then GetMedia -> fragments -> decoder -> the shared
+  analysis queue. Lossless policy: a full queue blocks it, and with it the GetMedia read
+  (backpressure). Real-time policy: frames older than `max_lag_seconds`, or that find the queue
+  full, are skipped; their fragment still completes, so checkpoints advance in order.
+- the handler: everything that changes the stream's state, in order, from its inbox: fragments
+  read, analysis results (routed back by the session's key), and the writers' acknowledgements
+  (the session's ports bring them back here). So the ledger, tracker, events and outputs are
+  only ever touched on this thread, and what crosses to the shared stages is data.
+
+`stop()` drains: reading stops, frames already queued are analysed and delivered, pose windows
+and owed clips are written, and completed fragments are checkpointed. `abandon()` (lease lost)
+stops at once and emits nothing more. An unexpected error in either thread ends the session
+with `failure` set; the supervisor restarts it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from consumer.cloud.aws import AwsContext
 from consumer.cloud.media_source import MediaSource, StreamGone
-from consumer.config import LagPolicy, StreamSettings
+from consumer.config import Config, LagPolicy
+from consumer.pipeline.analysis import Analysed, AnalysisRequest, NotAnalysed
 from consumer.pipeline.decode import DecodeError, StreamDecoder
-from consumer.pipeline.event_stage import CameraEventState
-from consumer.streams.ledger import FragmentTicket, FragmentLedger
+from consumer.pipeline.event_stage import EventStage
+from consumer.pipeline.ledger import FragmentLedger, FragmentTicket
+from consumer.pipeline.outputs import OutputStage, ProcessorInfo
+from consumer.sinks.replay import delivered_record_ids
+from consumer.wire import Fragment
 from processors.frames import VideoFrame
 from processors.tracking import PersonTracker
 
 log = logging.getLogger(__name__)
 DECODE_WARNING_INTERVAL = 60.0
+REPLAY_MARGIN_SECONDS = 300  # how far before a checkpoint's write to look for delivered records
+HOUSEKEEPING_SECONDS = 1.0  # idle pose windows, clips that waited too long
 
 
 @dataclass
@@ -65,76 +88,210 @@ class StreamStats:
 
 
 @dataclass(frozen=True)
-class WorkItem:
-    frame: VideoFrame
-    ticket: FragmentTicket
-    settings: StreamSettings
-    stats: StreamStats
-    # the stream's state kept across frames by the analysis thread that serves it
-    tracker: PersonTracker | None = None
-    events: CameraEventState | None = None
+class SharedStages:
+    """What a session uses of the worker's shared stages: queues, writers, clients."""
+
+    config: Config
+    kvs: AwsContext
+    kinesis_client: object  # for reading back what was delivered
+    kinesis: object  # KinesisRecordWriter
+    s3: object | None  # S3ObjectWriter
+    s3_client: object | None  # presigned URLs, pose windows written before
+    processor: ProcessorInfo
+    checkpoint: Callable[[str, int, float | None], None]  # (arn, fragment, producer time)
 
 
-class StreamWorker:
-    def __init__(self, name: str, arn: str, source: MediaSource, settings: StreamSettings,
-                 tracker: FragmentLedger, work: queue.Queue,
-                 person_tracker: PersonTracker | None = None, events: CameraEventState | None = None):
+@dataclass(frozen=True)
+class Start:
+    """Where a session starts: from its lease."""
+
+    checkpoint: int | None
+    read_back: bool  # someone held the stream before: look for records already delivered
+    read_back_since: float | None  # seconds since the epoch
+    handoff_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _FragmentRead:
+    fragment: Fragment
+    frames: int
+
+
+@dataclass(frozen=True)
+class _Settle:
+    on_done: Callable[[bool], None]
+    ok: bool
+
+
+_READER_DONE = object()
+
+
+class _Port:
+    """A shared writer as the session sees it: the same `put(..., on_done)`; the
+    acknowledgement is brought back to the session's thread."""
+
+    def __init__(self, writer, post: Callable[[object], None]):
+        self._writer = writer
+        self._post = post
+
+    def put(self, *args) -> None:
+        *payload, on_done = args
+        post = self._post
+        self._writer.put(*payload, lambda ok: post(_Settle(on_done, ok)))
+
+
+class StreamSession:
+    def __init__(self, key: int, name: str, arn: str, start: Start, stages: SharedStages,
+                 work: queue.Queue, source: MediaSource | None = None):
+        config = stages.config
+        self.key = key
         self.name = name
-        self.person_tracker = person_tracker
-        self.events = events
         self.arn = arn
-        self.source = source
-        self.settings = settings
-        self.tracker = tracker
-        self.work = work
+        self.start_at = start
+        self.stages = stages
+        self.work = work  # the analysis queue serving this stream
+        self.settings = config.streams.settings_for(name)
         self.stats = StreamStats()
+        self.started = time.monotonic()
+        self.failure: str | None = None
         self.gone = False
-        self._decoder = StreamDecoder(name, arn, settings.sampling)
+        self.retired = False  # the supervisor has closed it and dealt with its end
+        self.inbox: queue.Queue = queue.Queue()
+        self.ledger = FragmentLedger(arn, self._completed, self._fragment_analysed)
+        kinesis = _Port(stages.kinesis, self.inbox.put)
+        s3 = _Port(stages.s3, self.inbox.put) if stages.s3 is not None else None
+        self.outputs = OutputStage(stages.processor, kinesis, s3, config.outputs.s3,
+                                   self._fetch_object)
+        info = stages.processor
+        self.events = EventStage.for_stream(
+            name, config.events, {"Name": info.name, "Model": info.model,
+                                  "ModelVersion": info.model_version},
+            kinesis, s3, config.outputs.s3, stages.s3_client)
+        tracking = config.processing.tracking
+        self.person_tracker = PersonTracker(tracking) if tracking.enabled else None
+        self.source = source or MediaSource(stages.kvs, name, arn,
+                                            start=config.streams.start.value,
+                                            after_fragment=start.checkpoint)
+        self._decoder = StreamDecoder(name, arn, self.settings.sampling)
+        self._phase = "starting"
+        self._awaiting = 0  # frames announced to the handler and not yet settled
+        self._reader_done = False
+        self._finished = False  # pose windows and clips flushed after the last frame
         self._stopping = threading.Event()
+        self._quit = threading.Event()
         self._last_decode_warning = -DECODE_WARNING_INTERVAL
         self._decode_warnings_suppressed = 0
-        self._thread = threading.Thread(target=self._run, name=f"stream-{name}", daemon=True)
+        self._reader = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
+        self._handler = threading.Thread(target=self._handle, name=f"own-{name}", daemon=True)
 
-    def start(self) -> "StreamWorker":
-        self._thread.start()
+    # --- lifecycle (the supervisor's thread) -------------------------------------------------
+
+    def start(self) -> StreamSession:
+        self._handler.start()
+        self._reader.start()
         return self
 
     def stop(self) -> None:
-        """Stop reading; fragments already queued are still analysed and delivered."""
+        """Stop reading and drain: what was read is analysed, delivered and checkpointed."""
         self._stopping.set()
         self.source.stop()
 
-    def join(self, timeout: float) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+    def abandon(self) -> None:
+        """The lease is lost: stop now, emit nothing more, checkpoint nothing more."""
+        self._phase = "lease lost"
+        self.stop()
+        self._quit.set()
+        self.inbox.put(None)
+
+    def close(self, timeout: float) -> bool:
+        """Stop the handler (after a drain, or giving up on it); True if both threads ended."""
+        self._quit.set()
+        self.inbox.put(None)
+        deadline = time.monotonic() + timeout
+        self._reader.join(max(0.0, deadline - time.monotonic()))
+        self._handler.join(max(0.0, deadline - time.monotonic()))
+        return not (self._reader.is_alive() or self._handler.is_alive())
+
+    def post(self, message: object) -> None:
+        """A result for this stream from a shared stage (the analysis router)."""
+        self.inbox.put(message)
+
+    @property
+    def reading_ended(self) -> bool:
+        """The reader has stopped: asked to, the stream is gone, or it failed."""
+        return self._reader_done
+
+    @property
+    def drained(self) -> bool:
+        """Stopped, and every fragment read is checkpointed (or blocked by a failed output)."""
+        return (self._finished and self.ledger.in_flight() == 0) or (
+            self._finished and self.ledger.blocked_at is not None)
+
+    @property
+    def ended(self) -> bool:
+        return not (self._reader.is_alive() or self._handler.is_alive())
 
     @property
     def state(self) -> str:
+        if self.failure:
+            return f"failed: {self.failure}"
+        if self._stopping.is_set():
+            return self._phase if self._phase == "lease lost" else "stopping"
+        if self._phase in ("starting", "handing over", "reading back"):
+            return self._phase
         return self.source.state
 
-    def _run(self) -> None:
+    # --- the reader --------------------------------------------------------------------------
+
+    def _read(self) -> None:
         try:
+            self._prepare()
             for fragment in self.source.fragments():
-                self._handle(fragment)
+                self._read_fragment(fragment)
                 if self._stopping.is_set():
                     break
         except StreamGone as err:
             self.gone = True
             log.warning("stream %s: %s; letting it go", self.name, err)
         except Exception as err:  # a bug for one stream must not stop the others
-            log.exception("stream %s: worker failed", self.name)
-            self.stats.note_error(f"worker failed: {err}")
+            log.exception("stream %s: reader failed", self.name)
+            self.failure = self.failure or f"{type(err).__name__}: {err}"
+            self.stats.note_error(f"reader failed: {err}")
         finally:
             self._decoder.close()
+            self.inbox.put(_READER_DONE)
 
-    def _handle(self, fragment) -> None:
+    def _prepare(self) -> None:
+        start = self.start_at
+        if start.handoff_seconds > 0:
+            # the previous owner may still deliver until it notices: let it stop first
+            self._phase = "handing over"
+            if self._stopping.wait(start.handoff_seconds):
+                return
+        if start.read_back and self.stages.config.outputs.kinesis.dedupe_on_resume:
+            self._phase = "reading back"
+            self._read_back(start)
+        self._phase = "reading"
+
+    def _read_back(self, start: Start) -> None:
+        since = (start.read_back_since or time.time()) - REPLAY_MARGIN_SECONDS
+        try:
+            delivered = delivered_record_ids(self.stages.kinesis_client,
+                                             self.stages.config.outputs.kinesis.stream,
+                                             self.name, since)
+        except Exception as err:
+            log.warning("stream %s: could not read back delivered records (%s); a replay may "
+                        "repeat some record ids", self.name, err)
+            return
+        self.outputs.delivered.update(delivered)  # before the first frame reaches the handler
+        log.info("stream %s: %d records already delivered after checkpoint %s will not be "
+                 "sent again", self.name, len(delivered), start.checkpoint)
+
+    def _read_fragment(self, fragment: Fragment) -> None:
         stats = self.stats
         stats.fragments += 1
         stats.last_fragment = fragment.fragment_number
         stats.millis_behind_now = fragment.millis_behind_now
-        ticket = self.tracker.begin(self.arn, fragment.fragment_number)
-        if self.events is not None and self.events.clips is not None:
-            self.events.clips.add_fragment(fragment)  # kept for event clips
         try:
             frames = self._decoder.decode(fragment)
         except DecodeError as err:
@@ -143,10 +300,32 @@ class StreamWorker:
             self._warn_decode_error(err)
             frames = []
         stats.frames_decoded = self._decoder.frames_decoded
+        self.inbox.put(_FragmentRead(fragment, len(frames)))
         for frame in frames:
-            self._enqueue(WorkItem(frame, ticket, self.settings, stats, self.person_tracker,
-                                   self.events))
-        ticket.seal()
+            self._submit(frame)
+
+    def _submit(self, frame: VideoFrame) -> None:
+        self.stats.frames_queued += 1
+        settings = self.settings
+        if settings.policy is LagPolicy.REALTIME:
+            stale_after = frame.source.producer_time + settings.max_lag_seconds
+            try:
+                if time.time() > stale_after:
+                    raise queue.Full
+                self.work.put_nowait(AnalysisRequest(self.key, frame, stale_after))
+            except queue.Full:
+                self.inbox.put(NotAnalysed(frame, "stale"))
+            return
+        request = AnalysisRequest(self.key, frame)
+        while True:  # lossless: wait for room, but notice a stop
+            try:
+                self.work.put(request, timeout=0.2)
+                return
+            except queue.Full:
+                if self._stopping.is_set():
+                    # shutting down: this frame will be re-read after the checkpoint
+                    self.inbox.put(NotAnalysed(frame, "abandoned"))
+                    return
 
     def _warn_decode_error(self, err: DecodeError) -> None:
         """One warning, then at most one a minute with a count: a broken camera sends a bad
@@ -161,25 +340,103 @@ class StreamWorker:
         self._last_decode_warning = now
         self._decode_warnings_suppressed = 0
 
-    def _enqueue(self, item: WorkItem) -> None:
-        item.ticket.frame_queued()
-        self.stats.frames_queued += 1
-        if self.settings.policy is LagPolicy.REALTIME:
-            stale = time.time() - item.frame.source.producer_time > self.settings.max_lag_seconds
+    # --- the handler -------------------------------------------------------------------------
+
+    def _handle(self) -> None:
+        next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
+        while not self._quit.is_set():
             try:
-                if stale:
-                    raise queue.Full
-                self.work.put_nowait(item)
-            except queue.Full:
-                self.stats.frames_skipped += 1
-                item.ticket.frame_skipped()
-            return
-        while True:  # lossless: wait for room, but notice a stop
+                message = self.inbox.get(timeout=0.2)
+            except queue.Empty:
+                message = None
+            if self._quit.is_set():
+                break
             try:
-                self.work.put(item, timeout=0.2)
+                if message is not None:
+                    self._dispatch(message)
+                if self._stopping.is_set() and self._reader_done and self._awaiting == 0 \
+                        and not self._finished:
+                    self._finish()
+                if time.monotonic() >= next_housekeeping:
+                    self.outputs.flush_idle()
+                    if self.events is not None:
+                        self.events.write_clips()
+                    next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
+            except Exception as err:  # the stream's state is suspect: end, the supervisor restarts
+                log.exception("stream %s: handling failed", self.name)
+                self.failure = self.failure or f"{type(err).__name__}: {err}"
+                self.stop()
                 return
-            except queue.Full:
-                if self._stopping.is_set():
-                    # shutting down: this frame will be re-read after the checkpoint
-                    item.ticket.frame_abandoned()
-                    return
+
+    def _dispatch(self, message: object) -> None:
+        if isinstance(message, _Settle):
+            message.on_done(message.ok)
+        elif isinstance(message, Analysed):
+            self._analysed(message.frame, message.result)
+        elif isinstance(message, NotAnalysed):
+            self._not_analysed(message)
+        elif isinstance(message, _FragmentRead):
+            self._fragment_read(message)
+        elif message is _READER_DONE:
+            self._reader_done = True
+            if not self._stopping.is_set():  # gone or failed: drain what was read
+                self._stopping.set()
+
+    def _fragment_read(self, message: _FragmentRead) -> None:
+        fragment = message.fragment
+        ticket = self.ledger.begin(fragment.fragment_number, fragment.producer_timestamp)
+        if self.events is not None:
+            self.events.add_fragment(fragment)
+        self._awaiting += message.frames
+        for _ in range(message.frames):
+            ticket.frame_queued()
+        ticket.seal()
+
+    def _ticket(self, frame: VideoFrame) -> FragmentTicket:
+        self._awaiting -= 1
+        ticket = self.ledger.ticket(frame.source.fragment_number)
+        if ticket is None:
+            raise RuntimeError(f"no ticket for fragment {frame.source.fragment_number}")
+        return ticket
+
+    def _analysed(self, frame: VideoFrame, result) -> None:
+        ticket = self._ticket(frame)
+        source = frame.source
+        if self.person_tracker is not None:
+            result = dataclasses.replace(
+                result, persons=self.person_tracker.update(result.persons, source.producer_time))
+        if self.events is not None:
+            self.events.observe(frame, result, ticket)
+        self.stats.note_analysed(source.producer_time, len(result.persons))
+        self.outputs.emit(frame, result, ticket, self.settings)
+
+    def _not_analysed(self, message: NotAnalysed) -> None:
+        ticket = self._ticket(message.frame)
+        if message.reason == "stale":
+            self.stats.frames_skipped += 1
+            ticket.frame_skipped()
+        else:  # failed or abandoned: the checkpoint stays before it, a restart re-reads it
+            ticket.frame_abandoned()
+
+    def _finish(self) -> None:
+        """Every frame read is settled: write what waits for more (windows, clips) now."""
+        self._finished = True
+        self.outputs.flush_all()
+        if self.events is not None:
+            self.events.write_clips(force=True)
+
+    def _fragment_analysed(self, ticket: FragmentTicket) -> None:
+        self.outputs.fragment_analysed(ticket)
+
+    def _completed(self, ticket: FragmentTicket) -> None:
+        if not self._quit.is_set():
+            self.stages.checkpoint(self.arn, ticket.fragment_number, ticket.producer_time)
+
+    def _fetch_object(self, key: str) -> bytes | None:
+        """An object written before (a pose window to merge), or None."""
+        client = self.stages.s3_client
+        try:
+            response = client.get_object(Bucket=self.stages.config.outputs.s3.bucket, Key=key)
+        except client.exceptions.NoSuchKey:
+            return None
+        return response["Body"].read()

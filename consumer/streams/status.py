@@ -1,5 +1,6 @@
-"""What each stream is doing, in one log line per stream plus a totals line: connected,
-fragments, frames analysed, persons, events, skipped and undecodable frames, lag, checkpoint."""
+"""What each stream is doing, in one log line per stream plus a totals line: its session's
+state (restarts included), fragments, frames analysed, persons, events, skipped and undecodable
+frames, lag, checkpoint; and the worker's leases."""
 
 from __future__ import annotations
 
@@ -10,33 +11,44 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}s"
 
 
-def status_lines(service) -> list[str]:
+def status_lines(supervisor) -> list[str]:
     lines = []
-    saved = service.checkpointer.saved
-    for name, worker in sorted(service.workers.items()):
-        stats = worker.stats
+    saved = supervisor.keeper.saved
+    for arn, session in sorted(supervisor.sessions.items(), key=lambda item: item[1].name):
+        stats = session.stats
         behind = "-" if stats.millis_behind_now is None else f"{stats.millis_behind_now}ms"
-        checkpoint = saved.get(worker.arn)
-        events = "" if worker.events is None else (
-            f"events {worker.events.raised} (clips owed {worker.events.clips.pending}), "
-            if worker.events.clips is not None else f"events {worker.events.raised}, ")
+        checkpoint = saved.get(arn)
+        events = session.events
+        events = "" if events is None else (
+            f"events {events.raised} (clips owed {events.clips.pending}), "
+            if events.clips is not None else f"events {events.raised}, ")
+        restart = supervisor.restarts.get(arn)
+        state = session.state
+        if restart is not None and restart.count:
+            due = restart.due
+            state = (f"restarting in {max(0.0, due - time.monotonic()):.1f}s" if due is not None
+                     else state) + f" (restarted {restart.count}x, last: {restart.last_error})"
         lines.append(
-            f"stream {name}: {worker.state}; fragments {stats.fragments}, frames analysed "
+            f"stream {session.name}: {state}; fragments {stats.fragments}, frames analysed "
             f"{stats.frames_analysed} (skipped {stats.frames_skipped}), persons {stats.persons}, "
             f"{events}decode errors {stats.decode_errors}, behind {behind}, lag "
             f"{_seconds(stats.lag_seconds)}, checkpoint "
             f"{'-' if checkpoint is None else checkpoint}")
-    analyzers = service.analyzers
-    elapsed = max(1e-6, time.monotonic() - service.started)
-    sent = service.kinesis.stats()
-    frames = service.frames_analysed
+    analyzers = supervisor.analyzers
+    elapsed = max(1e-6, time.monotonic() - supervisor.started)
+    sent = supervisor.kinesis.stats()
+    frames = supervisor.frames_analysed
     busy = sum(a.busy_seconds for a in analyzers) / len(analyzers)
     queued = sum(a.work.qsize() for a in analyzers)
     room = sum(a.work.maxsize for a in analyzers)
+    coordinator = supervisor.coordinator
     lines.append(
-        f"total: {len(service.workers)} streams, {frames} frames analysed "
-        f"({frames / elapsed:.1f}/s, {len(analyzers)} workers {busy / elapsed:.0%} busy), "
-        f"queue {queued}/{room}, records sent {sent.records_sent} "
-        f"(throttled {sent.throttles}, failed {sent.failures}), checkpoint writes "
-        f"{service.checkpointer.writes}, AWS API calls {sum(service.clients.calls.snapshot().values())}")
+        f"total: worker {supervisor.worker_id} holds {len(supervisor.keeper.held())} leases "
+        f"(target {coordinator.last_target}, {coordinator.live_workers} live workers), "
+        f"{frames} frames analysed "
+        f"({frames / elapsed:.1f}/s, {len(analyzers)} analysis workers {busy / elapsed:.0%} "
+        f"busy), queue {queued}/{room}, records sent {sent.records_sent} "
+        f"(throttled {sent.throttles}, failed {sent.failures}, fenced {sent.fenced}), "
+        f"checkpoint writes {supervisor.keeper.writes}, AWS API calls "
+        f"{sum(supervisor.clients.calls.snapshot().values())}")
     return lines

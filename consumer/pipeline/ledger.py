@@ -1,4 +1,4 @@
-"""Which fragments are fully processed, per stream, in order: what may be checkpointed.
+"""Which fragments of one stream are fully processed, in order: what may be checkpointed.
 
 A fragment's ticket counts the work still owed for it: each frame queued for analysis, each
 output (a Kinesis record, a JPEG, a pose sequence) not yet acknowledged as durable. A fragment is
@@ -6,6 +6,11 @@ complete when its ticket is sealed (the decoder has queued all its frames) and n
 Completions are reported in fragment order per stream: a fragment completing early waits for the
 ones before it. A failed output (given up after retries) blocks the stream's checkpoint there, so
 a restart re-delivers it; nothing is lost.
+
+Each stream session owns one ledger and changes it on its own thread (writers' acknowledgements
+are brought back to that thread), so the callbacks (`on_analysed`: fragment-level outputs;
+`on_complete`: the checkpoint) run there too. The lock only keeps the counts consistent for
+readers such as status lines.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from processors.frames import FrameSource
 from processors.base import FrameResult
+from processors.frames import FrameSource
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +29,12 @@ log = logging.getLogger(__name__)
 class FragmentTicket:
     """The work still owed for one fragment. Methods are thread-safe."""
 
-    def __init__(self, tracker: "FragmentLedger", stream_arn: str, fragment_number: int):
+    def __init__(self, tracker: "FragmentLedger", stream_arn: str, fragment_number: int,
+                 producer_time: float | None = None):
         self.tracker = tracker
         self.stream_arn = stream_arn
         self.fragment_number = fragment_number
+        self.producer_time = producer_time  # the fragment's producer timestamp
         self.owed = 0
         self.frames = 0
         self.skipped = 0
@@ -94,55 +101,54 @@ class FragmentTicket:
                 tracker.on_analysed(self)
             with tracker.lock:
                 self.reported = True
-        tracker._advance(self.stream_arn)
+        tracker._advance()
 
 
 class FragmentLedger:
-    def __init__(self, on_complete: Callable[[str, int], None],
+    """The tickets of one stream's fragments in flight, oldest first."""
+
+    def __init__(self, stream_arn: str, on_complete: Callable[[FragmentTicket], None],
                  on_analysed: Callable[[FragmentTicket], None] | None = None):
         self.lock = threading.RLock()
+        self.stream_arn = stream_arn
         self.on_complete = on_complete
         self.on_analysed = on_analysed
-        self._streams: dict[str, deque[FragmentTicket]] = {}
-        self._blocked: dict[str, int] = {}  # stream -> fragment whose outputs failed
+        self._tickets: deque[FragmentTicket] = deque()
+        self._by_number: dict[int, FragmentTicket] = {}
+        self.blocked_at: int | None = None  # the fragment whose outputs failed
 
-    def begin(self, stream_arn: str, fragment_number: int) -> FragmentTicket:
-        ticket = FragmentTicket(self, stream_arn, fragment_number)
+    def begin(self, fragment_number: int, producer_time: float | None = None) -> FragmentTicket:
+        ticket = FragmentTicket(self, self.stream_arn, fragment_number, producer_time)
         with self.lock:
-            self._streams.setdefault(stream_arn, deque()).append(ticket)
+            self._tickets.append(ticket)
+            self._by_number[fragment_number] = ticket
         return ticket
 
-    def in_flight(self, stream_arn: str | None = None) -> int:
+    def ticket(self, fragment_number: int) -> FragmentTicket | None:
         with self.lock:
-            if stream_arn is not None:
-                return len(self._streams.get(stream_arn, ()))
-            return sum(len(q) for q in self._streams.values())
+            return self._by_number.get(fragment_number)
 
-    def blocked_at(self, stream_arn: str) -> int | None:
+    def in_flight(self) -> int:
         with self.lock:
-            return self._blocked.get(stream_arn)
+            return len(self._tickets)
 
-    def forget(self, stream_arn: str) -> None:
+    def _advance(self) -> None:
+        completed: list[FragmentTicket] = []
         with self.lock:
-            self._streams.pop(stream_arn, None)
-            self._blocked.pop(stream_arn, None)
-
-    def _advance(self, stream_arn: str) -> None:
-        completed: list[int] = []
-        with self.lock:
-            queue = self._streams.get(stream_arn)
+            queue = self._tickets
             while queue:
                 head = queue[0]
                 if not head.complete:
                     break
                 if head.failed:
-                    if not self._blocked.get(stream_arn):
+                    if self.blocked_at is None:
                         log.error("stream %s: fragment %d has outputs that could not be "
                                   "delivered; the checkpoint stays before it",
-                                  stream_arn, head.fragment_number)
-                        self._blocked[stream_arn] = head.fragment_number
+                                  self.stream_arn, head.fragment_number)
+                        self.blocked_at = head.fragment_number
                     break
                 queue.popleft()
-                completed.append(head.fragment_number)
-        for number in completed:
-            self.on_complete(stream_arn, number)
+                self._by_number.pop(head.fragment_number, None)
+                completed.append(head)
+        for ticket in completed:
+            self.on_complete(ticket)
