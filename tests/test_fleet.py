@@ -275,6 +275,18 @@ def test_a_stream_created_while_the_fleet_runs_is_taken_and_a_deleted_one_let_go
     text = "".join(fleet.log(w) for w in workers)
     assert f"stream {gone}: deleted; let go and its lease removed" in text
 
+    # deleted while no worker runs: the next worker removes the lease it finds orphaned
+    orphan = fleet.names[1]
+    control.delete_stream(StreamARN=control.describe_stream(StreamName=orphan)["StreamInfo"][
+        "StreamARN"])
+    assert fleet.leases()[orphan].owner is None  # released at SIGTERM
+    later = fleet.start_worker()
+    wait_for(lambda: orphan not in fleet.leases(), 15, "the orphaned lease removed")
+    assert fleet.leases()[f"{fleet.prefix}new"].owner is not None
+    later.send_signal(signal.SIGTERM)
+    assert later.wait(15) == 0
+    assert f"stream {orphan}: deleted; let go and its lease removed" in fleet.log(later)
+
 
 def test_a_crashed_session_is_restarted_from_its_checkpoint_and_status_says_so(
         stack, tmp_path, monkeypatch):

@@ -51,7 +51,8 @@ class AckingWriter:
     def __init__(self):
         self.records = []
 
-    def put(self, data, partition_key, on_done):
+    def put(self, data, partition_key, on_done, admit=None):
+        assert admit is None or admit()  # the session's fence is open while it owns the stream
         self.records.append(data)
         on_done(True)
 
@@ -63,7 +64,8 @@ def run_session(fragments, defaults: dict, work):
                                "outputs": {"kinesis": {"stream": "records"}}}, environ={})
     stages = SharedStages(config, None, None, AckingWriter(), None, None,
                           ProcessorInfo("none", "none", "0", ""),
-                          lambda arn, number, producer_time: completed.append(number))
+                          lambda arn, number, producer_time: completed.append(number),
+                          holds=lambda arn: True)
     session = StreamSession(1, "cam", ARN, Start(None, False, None), stages, work,
                             source=ListSource(fragments))
     return session.start(), completed
@@ -83,8 +85,8 @@ def test_realtime_policy_skips_stale_frames_and_still_completes_fragments_in_ord
                 "max_lag_seconds": 5}
     work: queue.Queue = queue.Queue(maxsize=4)
     session, completed = run_session(fragments, defaults, work)
-    assert wait_until(lambda: len(completed) == len(fragments), 30)
-    assert session.reading_ended and session.close(5)
+    assert wait_until(lambda: len(completed) == len(fragments) and session.reading_ended, 30)
+    assert session.close(5)
     assert work.empty()
     assert session.stats.frames_skipped == session.stats.frames_queued == 20
     assert completed == [f.fragment_number for f in fragments]

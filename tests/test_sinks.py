@@ -233,6 +233,28 @@ def test_a_record_failing_past_max_retries_is_reported_not_dropped(kinesis):
     assert writer.stats().failures == 1
 
 
+def test_records_whose_fence_closed_are_not_sent(kinesis):
+    name = new_stream(kinesis)
+    held = {"cam-a", "cam-b"}
+    fences = {key: (lambda key=key: key in held) for key in held}  # one per stream session
+    writer = KinesisRecordWriter(kinesis, name, linger_ms=50)
+    acks = Acks()
+    for i in range(20):
+        writer.put(payload("cam-a", i), "cam-a", acks(i), admit=fences["cam-a"])
+    assert writer.flush(10)
+    held.discard("cam-a")  # its lease was lost: queued records must not go out
+    for i in range(20, 40):
+        key = "cam-a" if i % 2 else "cam-b"
+        writer.put(payload(key, i), key, acks(i), admit=fences[key])
+    writer.put(payload("cam-c", 40), "cam-c", acks(40))  # no fence: always sent
+    assert writer.close(10)
+    got = indices_by_key(read_stream(kinesis, name))
+    assert got["cam-a"] == list(range(20)) and got["cam-b"] == list(range(20, 40, 2))
+    assert got["cam-c"] == [40]
+    assert all(acks.results[i] == [False] for i in range(21, 40, 2))
+    assert writer.stats().fenced == 10 and writer.stats().failures == 0
+
+
 def test_records_over_1_mib_are_rejected_with_a_clear_error(kinesis, caplog):
     name = new_stream(kinesis)
     writer = KinesisRecordWriter(kinesis, name, linger_ms=10, backoff=FAST)

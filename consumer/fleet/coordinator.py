@@ -47,6 +47,7 @@ class LeaseCoordinator:
         self.last_target = 0
         self.live_workers = 1
         self._known: set[str] = set()  # stream ARNs whose lease exists
+        self._orphans: dict[str, str] = {}  # ARN -> name: leases nobody live holds, not listed
 
     @property
     def worker_id(self) -> str:
@@ -74,10 +75,16 @@ class LeaseCoordinator:
                     log.info("stream %s: new lease", name)
                 self._known.add(arn)
 
+    def orphans(self) -> dict[str, str]:
+        """Leases (ARN -> stream name) that no live worker holds, of streams the last listing
+        did not find: they may have been deleted while nobody held them (the caller checks)."""
+        return dict(self._orphans)
+
     def forget(self, stream_arn: str) -> None:
         """The stream is gone: remove its lease (whoever held it)."""
         self.keeper.drop(stream_arn)
         self._known.discard(stream_arn)
+        self._orphans.pop(stream_arn, None)
         self.table.delete(stream_arn)
 
     def cycle(self, eligible: set[str] | None = None) -> list[Won]:
@@ -89,6 +96,12 @@ class LeaseCoordinator:
         decided = plan(snapshot, self.worker_id, self.keeper.held(), self.watch, now,
                        self.max_streams, eligible)
         self.last_target, self.live_workers = decided.target, decided.live_workers
+        if eligible is not None:
+            self._orphans = {lease.stream_arn: lease.stream_name or lease.stream_arn
+                             for lease in snapshot.leases
+                             if lease.stream_arn not in eligible and (
+                                 lease.owner is None
+                                 or self.watch.expired(lease.stream_arn, now))}
         for worker in snapshot.workers:
             if worker.worker_id != self.worker_id \
                     and self.watch.expired("worker/" + worker.worker_id, now):

@@ -2,6 +2,8 @@
 
 - Renewal: every `lease_seconds / 3` a held lease is written (a checkpoint write counts as one),
   conditional on owner and counter; the worker's own item is heart-beaten at the same rate.
+  Due writes go out in parallel (`WRITERS` at a time), so a round takes about one call's
+  latency, not one per lease: a slow table must not make a worker expire its own leases.
 - Checkpoints: `checkpoint()` records the latest durable fragment of a stream; it is written at
   most once per `min_interval` per stream (the latest wins), and everything pending on `flush()`.
 - Fencing: a lease is lost when a conditional write fails (another worker took it), and also
@@ -18,11 +20,13 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from consumer.fleet.lease_table import Lease, LeaseLost, LeaseTable
 
 log = logging.getLogger(__name__)
+WRITERS = 8  # lease writes in flight at once
 
 
 @dataclass
@@ -54,6 +58,7 @@ class LeaseKeeper:
         self._last_heartbeat = -float("inf")
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="lease-write")
         self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
 
     # --- what the supervisor and the sessions call ------------------------------------------
@@ -69,6 +74,8 @@ class LeaseKeeper:
             self._held[lease.stream_arn] = HeldLease(
                 lease.stream_arn, lease.stream_name or lease.stream_arn, lease.counter,
                 sent_at, lease.checkpoint)
+            # a loss of an earlier holding not yet reported is the caller's to handle now
+            self._lost = [arn for arn in self._lost if arn != lease.stream_arn]
 
     def holds(self, stream_arn: str) -> bool:
         """May this stream still emit output? (the fence)"""
@@ -90,17 +97,20 @@ class LeaseKeeper:
                 held.pending = (fragment_number, producer_time)
 
     def take_lost(self) -> list[str]:
-        """Streams lost since the last call (each reported once)."""
+        """Streams lost since the last call (each reported once, then forgotten)."""
         with self._lock:
             self._check_expiry()
             lost, self._lost = self._lost, []
+            for arn in lost:
+                held = self._held.get(arn)
+                if held is not None and held.lost:
+                    del self._held[arn]
             return lost
 
     def flush(self, stream_arns: set[str] | None = None) -> None:
         """Write every pending checkpoint now (of these streams only, if given)."""
-        for held in self._snapshot():
-            if stream_arns is None or held.stream_arn in stream_arns:
-                self._write(held, force=True)
+        self._write_all([held for held in self._snapshot()
+                         if stream_arns is None or held.stream_arn in stream_arns], force=True)
 
     def release(self, stream_arn: str) -> bool:
         """Flush the stream's checkpoint, then give its lease up; False if it was lost."""
@@ -149,10 +159,16 @@ class LeaseKeeper:
         now = self.clock()
         if now - self._last_heartbeat >= self.renew_every:
             self.heartbeat()
-        for held in self._snapshot():
-            self._write(held, force=False)
+        self._write_all(self._snapshot(), force=False)
         with self._lock:
             self._check_expiry()
+
+    def _write_all(self, leases: list[HeldLease], force: bool) -> None:
+        if len(leases) <= 1:
+            for held in leases:
+                self._write(held, force)
+            return
+        list(self._writers.map(lambda held: self._write(held, force), leases))
 
     def _snapshot(self) -> list[HeldLease]:
         with self._lock:

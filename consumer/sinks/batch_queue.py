@@ -43,6 +43,7 @@ class Entry:
     size: int
     enqueued: float  # time.monotonic() when put
     attempts: int = 0  # failures other than throttling
+    admit: Callable[[], bool] | None = None  # the fence: may it still be sent?
 
 
 class BatchQueue:

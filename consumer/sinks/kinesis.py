@@ -19,10 +19,10 @@ Contract of `KinesisRecordWriter`:
   slows the writer down (the shared Backoff, growing while throttling lasts) and is not counted
   against `max_retries`: it is backpressure, not failure. Other errors are retried with the same
   Backoff up to `max_retries` times per record.
-- Fencing: with `admit`, each record's partition key is checked just before it is sent; the
-  records of a key no longer admitted (its stream's lease was lost) are not sent and get
-  on_done(False) (counted in `fenced`): a worker that lost a stream stops emitting its records
-  even if they were queued before it knew.
+- Fencing: a record put with `admit` is sent only if `admit()` still holds just before its
+  PutRecords call; otherwise it gets on_done(False) (counted in `fenced`). A stream session
+  passes its own "do I still own the stream?", so a worker that lost a stream, or a session that
+  was replaced, stops emitting even the records it queued before it knew.
 """
 
 from __future__ import annotations
@@ -75,10 +75,8 @@ class KinesisRecordWriter:
     def __init__(self, client, stream_name: str, linger_ms: float = 200.0,
                  max_retries: int = 8, backoff: Backoff | None = None, *,
                  max_buffered_records: int = 10_000,
-                 max_buffered_bytes: int = 64 * 1024 * 1024, careful_seconds: float = 1.0,
-                 admit: Callable[[str], bool] | None = None):
+                 max_buffered_bytes: int = 64 * 1024 * 1024, careful_seconds: float = 1.0):
         self._client = client
-        self._admit = admit
         self.stream_name = stream_name
         self._linger = linger_ms / 1000.0
         self._max_retries = max_retries
@@ -98,8 +96,10 @@ class KinesisRecordWriter:
                                         daemon=True)
         self._thread.start()
 
-    def put(self, data: bytes, partition_key: str, on_done: Callable[[bool], None]) -> None:
-        """Queue one record; blocks while the buffer is full. RuntimeError once closed."""
+    def put(self, data: bytes, partition_key: str, on_done: Callable[[bool], None],
+            admit: Callable[[], bool] | None = None) -> None:
+        """Queue one record; blocks while the buffer is full. RuntimeError once closed.
+        `admit`: the fence, asked just before the record is sent (see module doc)."""
         try:
             size = record_size(data, partition_key)
         except RecordRejected as err:
@@ -117,7 +117,7 @@ class KinesisRecordWriter:
             if self._closing:
                 raise RuntimeError(f"Kinesis writer for {self.stream_name} is closed")
             self._queue.append(Entry(bytes(data), partition_key, on_done, size,
-                                     time.monotonic()))
+                                     time.monotonic(), admit=admit))
             self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -204,14 +204,14 @@ class KinesisRecordWriter:
             return self._queue.take(now)
 
     def _send(self, batch: list[Entry]) -> list[tuple[Callable[[bool], None], bool]]:
-        fenced: list[tuple[Callable[[bool], None], bool]] = []
-        if self._admit is not None:
-            admitted = {key: self._admit(key) for key in {e.key for e in batch}}
-            fenced = [(e.on_done, False) for e in batch if not admitted[e.key]]
-            batch = [e for e in batch if admitted[e.key]]
-            if fenced:
-                with self._cond:
-                    self._stats.fenced += len(fenced)
+        verdicts: dict[int, bool] = {}  # one question per fence per batch
+        admitted = [e.admit is None or verdicts.setdefault(id(e.admit), e.admit())
+                    for e in batch]
+        fenced = [(e.on_done, False) for e, ok in zip(batch, admitted) if not ok]
+        if fenced:
+            batch = [e for e, ok in zip(batch, admitted) if ok]
+            with self._cond:
+                self._stats.fenced += len(fenced)
             if not batch:
                 return fenced
         return fenced + self._put_records(batch)

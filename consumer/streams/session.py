@@ -99,6 +99,7 @@ class SharedStages:
     s3_client: object | None  # presigned URLs, pose windows written before
     processor: ProcessorInfo
     checkpoint: Callable[[str, int, float | None], None]  # (arn, fragment, producer time)
+    holds: Callable[[str], bool]  # does this worker still hold the stream's lease? (the fence)
 
 
 @dataclass(frozen=True)
@@ -128,16 +129,19 @@ _READER_DONE = object()
 
 class _Port:
     """A shared writer as the session sees it: the same `put(..., on_done)`; the
-    acknowledgement is brought back to the session's thread."""
+    acknowledgement is brought back to the session's thread; with `admit`, the writer asks it
+    just before sending (the Kinesis writer's fence)."""
 
-    def __init__(self, writer, post: Callable[[object], None]):
+    def __init__(self, writer, post: Callable[[object], None],
+                 admit: Callable[[], bool] | None = None):
         self._writer = writer
         self._post = post
+        self._extra = {"admit": admit} if admit is not None else {}
 
     def put(self, *args) -> None:
         *payload, on_done = args
         post = self._post
-        self._writer.put(*payload, lambda ok: post(_Settle(on_done, ok)))
+        self._writer.put(*payload, lambda ok: post(_Settle(on_done, ok)), **self._extra)
 
 
 class StreamSession:
@@ -158,7 +162,8 @@ class StreamSession:
         self.retired = False  # the supervisor has closed it and dealt with its end
         self.inbox: queue.Queue = queue.Queue()
         self.ledger = FragmentLedger(arn, self._completed, self._fragment_analysed)
-        kinesis = _Port(stages.kinesis, self.inbox.put)
+        self._abandoned = False
+        kinesis = _Port(stages.kinesis, self.inbox.put, self._may_emit)
         s3 = _Port(stages.s3, self.inbox.put) if stages.s3 is not None else None
         self.outputs = OutputStage(stages.processor, kinesis, s3, config.outputs.s3,
                                    self._fetch_object)
@@ -198,6 +203,7 @@ class StreamSession:
 
     def abandon(self) -> None:
         """The lease is lost: stop now, emit nothing more, checkpoint nothing more."""
+        self._abandoned = True
         self._phase = "lease lost"
         self.stop()
         self._quit.set()
@@ -211,6 +217,10 @@ class StreamSession:
         self._reader.join(max(0.0, deadline - time.monotonic()))
         self._handler.join(max(0.0, deadline - time.monotonic()))
         return not (self._reader.is_alive() or self._handler.is_alive())
+
+    def _may_emit(self) -> bool:
+        """The fence of this session's records: not abandoned, and the lease still held."""
+        return not self._abandoned and self.stages.holds(self.arn)
 
     def post(self, message: object) -> None:
         """A result for this stream from a shared stage (the analysis router)."""
@@ -429,7 +439,7 @@ class StreamSession:
         self.outputs.fragment_analysed(ticket)
 
     def _completed(self, ticket: FragmentTicket) -> None:
-        if not self._quit.is_set():
+        if not self._abandoned:
             self.stages.checkpoint(self.arn, ticket.fragment_number, ticket.producer_time)
 
     def _fetch_object(self, key: str) -> bytes | None:

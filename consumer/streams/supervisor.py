@@ -22,6 +22,7 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
@@ -95,8 +96,7 @@ class StreamSupervisor:
         outputs = config.outputs
         self.kinesis = KinesisRecordWriter(self.clients.kinesis, outputs.kinesis.stream,
                                            linger_ms=outputs.kinesis.linger_ms,
-                                           max_retries=outputs.kinesis.max_retries,
-                                           admit=self._admits)
+                                           max_retries=outputs.kinesis.max_retries)
         self.s3 = (S3ObjectWriter(self.clients.s3, outputs.s3.bucket,
                                   concurrency=outputs.s3.upload_concurrency)
                    if outputs.s3 is not None else None)
@@ -107,13 +107,12 @@ class StreamSupervisor:
             for each in self.processors]
         self.stages = SharedStages(config, self.clients.kvs, self.clients.kinesis, self.kinesis,
                                    self.s3, self.clients.s3, ProcessorInfo.of(self.processors[0]),
-                                   self.keeper.checkpoint)
+                                   self.keeper.checkpoint, self.keeper.holds)
         self.sessions: dict[str, StreamSession] = {}  # by stream ARN; the last one of each
         self.restarts: dict[str, Restarts] = {}
         self.streams: dict[str, str] = {}  # ARN -> name of the streams the config selects
         self._by_key: dict[int, StreamSession] = {}
         self._keys = itertools.count(1)
-        self._names: dict[str, str] = {}  # stream name -> ARN, for the writer's fence
         self._backoff = Backoff(base=1.0, cap=60.0)
         self.started = time.monotonic()
 
@@ -173,7 +172,8 @@ class StreamSupervisor:
         for session in running:
             session.close(0.1)
         self.keeper.stop()
-        released = sum(self.keeper.release(arn) for arn in list(self.keeper.held()))
+        with ThreadPoolExecutor(8) as pool:  # a write or two each: in parallel, within budget
+            released = sum(pool.map(self.keeper.release, list(self.keeper.held())))
         try:
             self.table.retire()
         except Exception as err:
@@ -197,11 +197,12 @@ class StreamSupervisor:
             log.warning("could not list streams: %s", err)
             return
         self.streams = {arn: name for name, arn in found.items()}
-        self._names.update(found)
         try:
             self.coordinator.register(found)
         except Exception as err:
             log.warning("could not create leases: %s", err)
+        for arn, name in self.coordinator.orphans().items():  # deleted while nobody held them?
+            self._let_go(arn, name)
 
     def balance(self) -> None:
         """One lease cycle: start a session for each lease won."""
@@ -217,11 +218,10 @@ class StreamSupervisor:
         """Sessions whose lease was lost, that ended, failed, or are due a restart."""
         for arn in self.keeper.take_lost():
             session = self.sessions.get(arn)
-            if session is not None and not session.ended:
+            if session is not None and not session.retired:
                 log.warning("stream %s: lease lost; stopping it (no more output or "
                             "checkpoints from this worker)", session.name)
                 session.abandon()
-            self.keeper.drop(arn)
             self.restarts.pop(arn, None)
         now = time.monotonic()
         for arn, session in list(self.sessions.items()):
@@ -255,11 +255,16 @@ class StreamSupervisor:
         lease = won.lease
         arn = lease.stream_arn
         name = self.streams.get(arn) or lease.stream_name or arn
-        self._names[name] = arn
         start = Start(checkpoint=lease.checkpoint,
                       read_back=lease.counter > 1 or lease.checkpoint is not None,
                       read_back_since=lease.checkpoint_at or lease.created_at,
                       handoff_seconds=won.handoff_seconds)
+        earlier = self.sessions.get(arn)
+        if earlier is not None and not earlier.retired:
+            earlier.abandon()  # it must not outlive its lease (fenced already; now stopped)
+            earlier.close(0.5)
+            earlier.retired = True
+            self._by_key.pop(earlier.key, None)
         key = next(self._keys)
         analyzer = self.analyzers[key % len(self.analyzers)]
         session = StreamSession(key, name, arn, start, self.stages, analyzer.work)
@@ -295,10 +300,6 @@ class StreamSupervisor:
         session = self._by_key.get(key)
         if session is not None:
             session.post(message)
-
-    def _admits(self, stream_name: str) -> bool:
-        arn = self._names.get(stream_name)
-        return arn is not None and self.keeper.holds(arn)
 
     # --- figures ---------------------------------------------------------------------------
 
