@@ -307,3 +307,30 @@ def test_undecodable_and_deleted_streams_do_not_disturb_the_others(stack, tmp_pa
     ok_fragments = {r["InputInformation"]["KinesisVideo"]["FragmentNumber"] for r in records
                     if r["InputInformation"]["KinesisVideo"]["StreamName"] == "ok-cam"}
     assert len(ok_fragments) == CLIP_FRAGMENTS
+
+
+def test_a_legal_name_with_dots_is_read_keyed_and_checkpointed(stack):
+    """`evil..cam` is a legal KVS name: its frames go under `stream=evil..cam/`, its records
+    are sent and it checkpoints its last fragment (it used to raise on every frame)."""
+    push(stack, "evil..cam")
+    make_outputs(stack, "dots-records", "dots-bucket")
+    data = config_data(stack, ["evil..cam"], "dots-records", "dots-bucket",
+                       processing={"processor": "none"})
+    data["streams"]["defaults"]["frames"] = "all"
+    config = load_config(data=data, environ={})
+    service = StreamSupervisor(config, build_processor(config)).start()
+    stop = threading.Event()
+    runner = threading.Thread(target=service.run, args=(stop,))
+    runner.start()
+    try:
+        final = last_fragment(stack, "evil..cam")
+        wait_for(lambda: checkpoint(stack, "evil..cam") == final, 90, "the last checkpoint")
+    finally:
+        stop.set()
+        runner.join(10)
+        assert service.shutdown()
+    records = read_all_records(stack.client("kinesis"), "dots-records")
+    keys = objects(stack, "dots-bucket")
+    assert len(records) == len(keys) > 30
+    assert all(key.startswith("frames/stream=evil..cam/date=") for key in keys)
+    assert {r["InputInformation"]["KinesisVideo"]["StreamName"] for r in records} == {"evil..cam"}

@@ -7,6 +7,7 @@ import pytest
 from consumer.formats.s3_layout import (
     check_stream_name,
     clip_key,
+    event_key,
     fragment_metadata,
     frame_key,
     object_metadata,
@@ -46,8 +47,18 @@ def test_keys_are_deterministic_for_replay():
     assert frame_key("p", source(1)) != frame_key("p", source(2))
 
 
-@pytest.mark.parametrize("name", ["", "..", "a..b", "../x", "a/b", "cam 1", "cam\n", "c@m",
-                                  "x" * 257, "caméra"])
+@pytest.mark.parametrize("name", ["..", ".", "evil..cam", "...", "-", "_.-", "x" * 256])
+def test_every_legal_kvs_name_makes_a_key_with_no_dot_segment(name):
+    for key in (pose_sequence_key("p", name, FRAGMENT, PRODUCER),
+                frame_key("p", source(stream=name)),
+                event_key("p", name, PRODUCER, "0b7c4e5e-3f55-5a86-9a9e-0f2e3b1c2d3e", "clip")):
+        segments = key.split("/")
+        assert f"stream={name}" in segments
+        assert not {".", ".."} & set(segments) and "" not in segments
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a/b", "cam 1", "cam\n", "c@m", "x" * 257,
+                                  "caméra"])
 def test_unsafe_stream_names_never_reach_a_key(name):
     with pytest.raises(ValueError):
         check_stream_name(name)

@@ -11,7 +11,7 @@ import logging
 
 from botocore.exceptions import ClientError
 
-from consumer.config import STREAM_ARN, Streams
+from consumer.config import STREAM_ARN, STREAM_NAME, Streams
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,11 @@ def discover(client, streams: Streams) -> dict[str, str]:
             if streams.tags and not _has_tags(client, info["StreamARN"], streams.tags):
                 continue
             found[info["StreamName"]] = info["StreamARN"]
+    for name in [n for n in found if not STREAM_NAME.fullmatch(n)]:
+        # KVS allows no such name; refused here, once per listing, never per frame
+        log.error("stream %r: not a Kinesis Video stream name (1-256 of a-z A-Z 0-9 _ . -); "
+                  "not reading it", name)
+        del found[name]
     return found
 
 

@@ -16,8 +16,11 @@ overwrites the same objects instead of adding copies. The date is the fragment's
 timestamp in UTC (not the frame's), so every object of one fragment shares a folder even when
 the fragment spans midnight. Fragment numbers are written in decimal, as AWS prints them.
 
-Every external name is validated before it becomes part of a key: a stream name must match
-[a-zA-Z0-9_.-]{1,256} and contain no '..'; the prefix must be a safe key prefix.
+Every external name is validated before it becomes part of a key. A stream name is any legal
+Kinesis Video name, [a-zA-Z0-9_.-]{1,256}, used as it is: it only ever appears after `stream=`,
+so no key segment can be `.` or `..` (names such as `..` or `evil..cam` are legal in KVS and
+safe here, in S3 and in a local copy of the bucket alike); anything else is refused once, when
+the stream is discovered (`consumer.cloud.discovery`). The prefix must be a safe key prefix.
 """
 
 from __future__ import annotations
@@ -34,13 +37,15 @@ EVENT_OBJECTS = {"highlight": "highlight.jpg", "clip": "clip.mp4"}
 
 
 def check_stream_name(name: str) -> str:
-    """Return `name` if it is safe inside a key, else raise ValueError naming it.
+    """Return `name` if it is a legal Kinesis Video stream name, else raise ValueError naming
+    it (see the module doc for why every legal name is safe after `stream=`).
 
     fullmatch, not match: the config's patterns end in `$`, which also matches before a
     trailing newline.
     """
-    if not isinstance(name, str) or not STREAM_NAME.fullmatch(name) or ".." in name:
-        raise ValueError(f"unsafe stream name for an S3 key: {name!r}")
+    if not isinstance(name, str) or not STREAM_NAME.fullmatch(name):
+        raise ValueError(f"not a Kinesis Video stream name (1-256 of a-z A-Z 0-9 _ . -): "
+                         f"{name!r}")
     return name
 
 
