@@ -153,7 +153,10 @@ class Processing(Model):
 class KinesisOutput(Model):
     stream: str
     linger_ms: float = Field(200.0, ge=0)
-    max_retries: int = Field(8, ge=0)
+    # null: retry failed records until they are delivered (an outage delays checkpoints, never
+    # freezes them); a number: give a record up after that many failures (its fragment is then
+    # re-read after a restart)
+    max_retries: int | None = Field(None, ge=0)
     dedupe_on_resume: bool = True
 
 

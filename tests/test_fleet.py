@@ -19,14 +19,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from consumer.config import Sampling
 from consumer.demo import read_all_records
 from consumer.fleet.lease_table import LeaseTable
 from consumer.pipeline.decode import StreamDecoder
-from consumer.wire import iter_fragments
 from infra.local.limits import Limits
 from infra.local.stack import LocalStack
 
+from . import delivery_checks
 from .conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -117,22 +116,6 @@ class Fleet:
     def records(self) -> list[dict]:
         return read_all_records(self.stack.client("kinesis"), self.data_stream)
 
-    def expected_frames(self, name: str, last: int) -> dict[int, set[int]]:
-        """The frames a clean run analyses up to fragment `last`, decoded the same way."""
-        response = self.stack.client("kinesis-video-media").get_media(
-            StreamName=name, StartSelector={"StartSelectorType": "EARLIEST"})
-        decoder = StreamDecoder(name, "arn", Sampling(mode="fps", fps=2))
-        expected = {}
-        for fragment in iter_fragments(response["Payload"]):
-            if fragment.fragment_number > last:
-                break
-            expected[fragment.fragment_number] = {f.source.frame_index
-                                                  for f in decoder.decode(fragment)}
-            if fragment.fragment_number == last:
-                break  # not waiting for the response to end
-        response["Payload"].close()
-        return expected
-
 
 @pytest.fixture()
 def fleet(stack, tmp_path):
@@ -162,21 +145,9 @@ def wait_for(predicate, timeout: float, what: str) -> float:
 
 
 def assert_delivered_once_and_complete(fleet: Fleet) -> None:
-    """No RecordId twice; every fragment up to each stream's checkpoint has all its frames."""
-    records = fleet.records()
-    ids = Counter(r["RecordId"] for r in records)
-    assert not [i for i, n in ids.items() if n > 1], "a record id was delivered twice"
-    got: dict[str, dict[int, set[int]]] = {}
-    for record in records:
-        video = record["InputInformation"]["KinesisVideo"]
-        got.setdefault(video["StreamName"], {}).setdefault(
-            int(video["FragmentNumber"]), set()).add(video["FrameIndex"])
-    for name, lease in fleet.leases().items():
-        assert lease.checkpoint is not None, f"{name} was never checkpointed"
-        expected = fleet.expected_frames(name, lease.checkpoint)
-        assert expected, name
-        for number, frames in expected.items():
-            assert got.get(name, {}).get(number) == frames, (name, number)
+    checkpoints = {name: lease.checkpoint for name, lease in fleet.leases().items()}
+    delivery_checks.assert_delivered_once_and_complete(
+        fleet.records(), checkpoints, fleet.stack.client("kinesis-video-media"), fps=2)
 
 
 def test_workers_balance_take_over_a_killed_one_and_hand_over_on_sigterm(fleet):

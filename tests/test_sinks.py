@@ -255,6 +255,22 @@ def test_records_whose_fence_closed_are_not_sent(kinesis):
     assert writer.stats().fenced == 10 and writer.stats().failures == 0
 
 
+def test_by_default_failing_records_are_retried_until_delivered(kinesis):
+    name = new_stream(kinesis)
+
+    def outage(call: int, records) -> list:  # every call of the first 25 fails for every record
+        return ["InternalFailure" if call <= 25 else None for _ in records]
+    writer = KinesisRecordWriter(FlakyKinesis(kinesis, outage), name, linger_ms=10,
+                                 backoff=FAST)
+    acks = Acks()
+    for i in range(30):
+        writer.put(payload("cam", i), "cam", acks(i))
+    assert writer.close(30)
+    assert all(acks.results[i] == [True] for i in range(30))
+    assert indices_by_key(read_stream(kinesis, name))["cam"] == list(range(30))
+    assert writer.stats().failures == 0 and writer.stats().retries >= 25
+
+
 def test_records_over_1_mib_are_rejected_with_a_clear_error(kinesis, caplog):
     name = new_stream(kinesis)
     writer = KinesisRecordWriter(kinesis, name, linger_ms=10, backoff=FAST)
@@ -392,6 +408,31 @@ def test_transient_errors_get_extra_attempts_with_backoff(s3):
     assert writer.close(10)
     assert acks.results == {"k": [True]} and writer.stats().retries == 2
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"body"
+
+
+def test_an_outage_longer_than_any_attempt_budget_is_waited_out_not_given_up(s3):
+    bucket = f"frames-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    writer = S3ObjectWriter(FlakyS3(s3, failures=40), bucket, concurrency=1, backoff=FAST)
+    acks = Acks()
+    writer.put("k", b"body", "image/jpeg", {}, acks("k"))
+    assert writer.close(30)
+    assert acks.results == {"k": [True]} and writer.stats().retries == 40
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"body"
+
+
+def test_close_stops_retrying_an_upload_that_never_succeeds(s3):
+    writer = S3ObjectWriter(FlakyS3(s3, failures=10 ** 9), "any-bucket", concurrency=1,
+                            backoff=FAST)
+    acks = Acks()
+    writer.put("k", b"body", "image/jpeg", {}, acks("k"))
+    time.sleep(0.3)
+    assert writer.stats().retries > 0 and writer.stats().pending == 1
+    assert writer.close(0.5) is False
+    wait = time.monotonic() + 5
+    while not acks.results and time.monotonic() < wait:
+        time.sleep(0.05)
+    assert acks.results == {"k": [False]}  # its fragment is re-read after the restart
 
 
 def test_a_full_upload_queue_blocks_put(s3):

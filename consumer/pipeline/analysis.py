@@ -39,7 +39,9 @@ class Analysed:
 @dataclass(frozen=True, slots=True)
 class NotAnalysed:
     frame: VideoFrame
-    reason: str  # "stale": skipped by the real-time policy; "failed": the processor raised
+    # from the analysis: "stale" (skipped by the real-time policy), "failed" (the processor
+    # raised); from the session's reader: "skipped" (no room), "abandoned" (shutting down)
+    reason: str
 
 
 Route = Callable[[int, object], None]  # (session key, Analysed | NotAnalysed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -35,6 +36,7 @@ class FragmentTicket:
         self.stream_arn = stream_arn
         self.fragment_number = fragment_number
         self.producer_time = producer_time  # the fragment's producer timestamp
+        self.began = time.monotonic()
         self.owed = 0
         self.frames = 0
         self.skipped = 0
@@ -131,6 +133,11 @@ class FragmentLedger:
     def in_flight(self) -> int:
         with self.lock:
             return len(self._tickets)
+
+    def oldest(self) -> FragmentTicket | None:
+        """The ticket the checkpoint waits for, if any."""
+        with self.lock:
+            return self._tickets[0] if self._tickets else None
 
     def _advance(self) -> None:
         completed: list[FragmentTicket] = []

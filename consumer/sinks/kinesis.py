@@ -18,7 +18,9 @@ Contract of `KinesisRecordWriter`:
 - Throttling (ProvisionedThroughputExceededException and kin, per record or for the whole call)
   slows the writer down (the shared Backoff, growing while throttling lasts) and is not counted
   against `max_retries`: it is backpressure, not failure. Other errors are retried with the same
-  Backoff up to `max_retries` times per record.
+  Backoff: forever while the writer runs (`max_retries=None`, the default: an outage delays the
+  checkpoint, never freezes it; the full buffer is the backpressure), or up to `max_retries`
+  times per record.
 - Fencing: a record put with `admit` is sent only if `admit()` still holds just before its
   PutRecords call; otherwise it gets on_done(False) (counted in `fenced`). A stream session
   passes its own "do I still own the stream?", so a worker that lost a stream, or a session that
@@ -73,7 +75,7 @@ class KinesisRecordWriter:
     """Batches records into PutRecords calls on one background thread (see module doc)."""
 
     def __init__(self, client, stream_name: str, linger_ms: float = 200.0,
-                 max_retries: int = 8, backoff: Backoff | None = None, *,
+                 max_retries: int | None = None, backoff: Backoff | None = None, *,
                  max_buffered_records: int = 10_000,
                  max_buffered_bytes: int = 64 * 1024 * 1024, careful_seconds: float = 1.0):
         self._client = client
@@ -268,7 +270,8 @@ class KinesisRecordWriter:
                     stats.throttles += 1
                 else:
                     entry.attempts += 1
-                if entry.attempts > self._max_retries or self._aborted:
+                if self._aborted or (self._max_retries is not None
+                                     and entry.attempts > self._max_retries):
                     stats.failures += 1
                     log.error("Kinesis stream %s: record failed after %d attempts (%s)",
                               self.stream_name, entry.attempts, code)

@@ -7,9 +7,11 @@ Contract of `S3ObjectWriter`:
 - Every object's `on_done` is called exactly once, on a pool thread: True once S3 returned
   success for the PutObject (S3 is durable on success), False if it finally failed.
 - Retries: the client's own (give it botocore's "standard" retry mode, as AwsContext does), then
-  up to `extra_attempts` more with the shared Backoff for errors a retry can help (5xx,
-  throttling, timeouts, connection errors). Errors that a retry cannot fix (no such bucket,
-  access denied) fail at once.
+  more with the shared capped Backoff for errors a retry can help (5xx, throttling, timeouts,
+  connection errors): forever while the writer runs (`extra_attempts=None`, the default: an S3
+  outage delays the checkpoint, it never freezes it; the full queue is the backpressure), or
+  up to `extra_attempts`. Errors that a retry cannot fix (no such bucket, access denied) fail at
+  once. `close()` stops the retrying.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class UploadStats:
     retries: int = 0  # extra attempts made here (botocore's own are not seen)
     failures: int = 0  # objects finally failed (on_done(False))
     pending: int = 0  # queued or uploading now
+    retrying: int = 0  # uploads waiting for their next attempt now
 
 
 def retriable(err: Exception) -> bool:
@@ -53,7 +56,7 @@ class S3ObjectWriter:
     """Concurrent PutObject of in-memory bodies into one bucket (see module doc)."""
 
     def __init__(self, client, bucket: str, concurrency: int = 8, *,
-                 max_queued: int | None = None, extra_attempts: int = 3,
+                 max_queued: int | None = None, extra_attempts: int | None = None,
                  backoff: Backoff | None = None):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -147,13 +150,21 @@ class S3ObjectWriter:
                 return True
             except (ClientError, BotoCoreError) as err:
                 attempt += 1
-                if not retriable(err) or attempt > self._extra_attempts:
+                if not retriable(err) or (self._extra_attempts is not None
+                                          and attempt > self._extra_attempts):
                     log.error("S3 bucket %s: upload of %s failed (attempt %d): %s",
                               self.bucket, key, attempt, err)
                     return False
                 with self._cond:
                     self._stats.retries += 1
-                log.warning("S3 bucket %s: upload of %s failed, retrying: %s", self.bucket, key,
-                            err)
-                self._abort.wait(self._backoff.delay(attempt))
+                    self._stats.retrying += 1
+                # the first failure of an upload, then one line a minute or so per upload
+                if attempt == 1 or attempt % 12 == 0:
+                    log.warning("S3 bucket %s: upload of %s failed %d times, retrying: %s",
+                                self.bucket, key, attempt, err)
+                try:
+                    self._abort.wait(self._backoff.delay(attempt))
+                finally:
+                    with self._cond:
+                        self._stats.retrying -= 1
         return False

@@ -5,9 +5,12 @@ clip buffer, outputs (with the records already delivered before it started) and 
 Two threads, both the session's own:
 - the reader: (after a hand-off wait, when the lease was taken from a live worker) reads back
   what the data stream already holds, then GetMedia -> fragments -> decoder -> the shared
-  analysis queue. Lossless policy: a full queue blocks it, and with it the GetMedia read
-  (backpressure). Real-time policy: frames older than `max_lag_seconds`, or that find the queue
-  full, are skipped; their fragment still completes, so checkpoints advance in order.
+  analysis queue. At most `processing.queue_frames` of its frames are between the reader and
+  the end of the handler's work on them. Lossless policy: a full queue, or that many frames
+  unsettled (the handler waits on a writer that is retrying through an outage), blocks the
+  reader, and with it the GetMedia read (backpressure). Real-time policy: frames older than
+  `max_lag_seconds`, or that find no room, are skipped; their fragment still completes, so
+  checkpoints advance in order.
 - the handler: everything that changes the stream's state, in order, from its inbox: fragments
   read, analysis results (routed back by the session's key), and the writers' acknowledgements
   (the session's ports bring them back here). So the ledger, tracker, events and outputs are
@@ -180,6 +183,9 @@ class StreamSession:
         self._decoder = StreamDecoder(name, arn, self.settings.sampling)
         self._phase = "starting"
         self._awaiting = 0  # frames announced to the handler and not yet settled
+        self._unsettled = 0  # frames handed to analysis whose result the handler has not done
+        self._room = threading.Condition()
+        self._max_unsettled = max(1, config.processing.queue_frames)
         self._reader_done = False
         self._finished = False  # pose windows and clips flushed after the last frame
         self._stopping = threading.Event()
@@ -320,22 +326,47 @@ class StreamSession:
         if settings.policy is LagPolicy.REALTIME:
             stale_after = frame.source.producer_time + settings.max_lag_seconds
             try:
-                if time.time() > stale_after:
+                if time.time() > stale_after or not self._take_room(block=False):
                     raise queue.Full
-                self.work.put_nowait(AnalysisRequest(self.key, frame, stale_after))
+                try:
+                    self.work.put_nowait(AnalysisRequest(self.key, frame, stale_after))
+                except queue.Full:
+                    self._settled()
+                    raise
             except queue.Full:
-                self.inbox.put(NotAnalysed(frame, "stale"))
+                self.inbox.put(NotAnalysed(frame, "skipped"))
             return
         request = AnalysisRequest(self.key, frame)
+        taken = False
         while True:  # lossless: wait for room, but notice a stop
             try:
-                self.work.put(request, timeout=0.2)
-                return
-            except queue.Full:
-                if self._stopping.is_set():
-                    # shutting down: this frame will be re-read after the checkpoint
-                    self.inbox.put(NotAnalysed(frame, "abandoned"))
+                taken = taken or self._take_room(block=True)
+                if taken:
+                    self.work.put(request, timeout=0.2)
                     return
+            except queue.Full:
+                pass
+            if self._stopping.is_set():
+                # shutting down: this frame will be re-read after the checkpoint
+                if taken:
+                    self._settled()
+                self.inbox.put(NotAnalysed(frame, "abandoned"))
+                return
+
+    def _take_room(self, block: bool) -> bool:
+        """Count one more frame in flight if there is room (waiting up to 0.2 s if `block`)."""
+        with self._room:
+            if self._unsettled >= self._max_unsettled and block:
+                self._room.wait(0.2)
+            if self._unsettled >= self._max_unsettled:
+                return False
+            self._unsettled += 1
+            return True
+
+    def _settled(self) -> None:
+        with self._room:
+            self._unsettled -= 1
+            self._room.notify()
 
     def _warn_decode_error(self, err: DecodeError) -> None:
         """One warning, then at most one a minute with a count: a broken camera sends a bad
@@ -410,6 +441,7 @@ class StreamSession:
         return ticket
 
     def _analysed(self, frame: VideoFrame, result) -> None:
+        self._settled()
         ticket = self._ticket(frame)
         source = frame.source
         if self.person_tracker is not None:
@@ -421,8 +453,10 @@ class StreamSession:
         self.outputs.emit(frame, result, ticket, self.settings)
 
     def _not_analysed(self, message: NotAnalysed) -> None:
+        if message.reason in ("stale", "failed"):  # from the analysis: it had the frame
+            self._settled()
         ticket = self._ticket(message.frame)
-        if message.reason == "stale":
+        if message.reason in ("stale", "skipped"):
             self.stats.frames_skipped += 1
             ticket.frame_skipped()
         else:  # failed or abandoned: the checkpoint stays before it, a restart re-reads it

@@ -11,6 +11,23 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}s"
 
 
+WAITING_SECONDS = 10.0  # a fragment waiting longer than this for its outputs is reported
+
+
+def _waiting(session) -> str:
+    """What the checkpoint waits for, when it has waited long: outputs still owed (a writer
+    retrying through an outage), or a failed output that holds it until a restart."""
+    ledger = session.ledger
+    if ledger.blocked_at is not None:
+        return (f" (checkpoint held at fragment ...{str(ledger.blocked_at)[-10:]}: an output "
+                "failed; a restart re-delivers it)")
+    oldest = ledger.oldest()
+    if oldest is None or time.monotonic() - oldest.began < WAITING_SECONDS:
+        return ""
+    return (f" (fragment ...{str(oldest.fragment_number)[-10:]} waiting "
+            f"{time.monotonic() - oldest.began:.0f}s for {oldest.owed} frames and outputs)")
+
+
 def status_lines(supervisor) -> list[str]:
     lines = []
     saved = supervisor.keeper.saved
@@ -28,6 +45,7 @@ def status_lines(supervisor) -> list[str]:
             due = restart.due
             state = (f"restarting in {max(0.0, due - time.monotonic()):.1f}s" if due is not None
                      else state) + f" (restarted {restart.count}x, last: {restart.last_error})"
+        state += _waiting(session)
         lines.append(
             f"stream {session.name}: {state}; fragments {stats.fragments}, frames analysed "
             f"{stats.frames_analysed} (skipped {stats.frames_skipped}), persons {stats.persons}, "
@@ -49,6 +67,15 @@ def status_lines(supervisor) -> list[str]:
         f"({frames / elapsed:.1f}/s, {len(analyzers)} analysis workers {busy / elapsed:.0%} "
         f"busy), queue {queued}/{room}, records sent {sent.records_sent} "
         f"(throttled {sent.throttles}, failed {sent.failures}, fenced {sent.fenced}), "
+        f"{_s3(supervisor.s3)}"
         f"checkpoint writes {supervisor.keeper.writes}, AWS API calls "
         f"{sum(supervisor.clients.calls.snapshot().values())}")
     return lines
+
+
+def _s3(writer) -> str:
+    if writer is None:
+        return ""
+    stats = writer.stats()
+    return (f"S3 objects written {stats.objects_written} (pending {stats.pending}, retrying "
+            f"{stats.retrying}), ")

@@ -171,6 +171,8 @@ class StreamSupervisor:
         _wait(lambda: all(s.drained or s.ended for s in running), left(0.8))
         for session in running:
             session.close(0.1)
+            if session.gone:  # deleted while it drained: remove its lease, do not release it
+                self._let_go(session.arn, session.name)
         self.keeper.stop()
         with ThreadPoolExecutor(8) as pool:  # a write or two each: in parallel, within budget
             released = sum(pool.map(self.keeper.release, list(self.keeper.held())))
