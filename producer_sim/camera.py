@@ -209,6 +209,7 @@ class Camera:
             self._admit(self._queue.get_nowait())
 
     def _result(self) -> CameraResult:
+        self.status.discontinuities = self.source.discontinuities
         self.status.state = "failed" if self._fatal or self._source_error else "done"
         error = self._fatal or self._source_error
         unacked = len(self._pending)
@@ -228,7 +229,10 @@ class Camera:
             return False
         if isinstance(item, SourceFailed):
             self._source_error = str(item)
+            self.status.errors += 1
+            self.status.last_error = str(item)
             return True
+        self.status.discontinuities = self.source.discontinuities
         self.status.fragments += 1
         self.status.frames += item.frames
         if len(self._pending) >= self.config.max_pending_fragments and self.config.realtime:

@@ -85,7 +85,7 @@ class Capture:
                     if delay > 0 and self._stop.wait(delay):
                         break
                 for fragment in fragmenter.add(timecode, packet.keyframe, packet.data,
-                                               source.track):
+                                               source.track, packet.discontinuity):
                     self._deliver(loop, fragment)
         except Exception as err:  # noqa: BLE001 - any source failure: report it, end cleanly
             log.error("%s: source %s failed: %s", self.name, source.name, err)

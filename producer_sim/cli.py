@@ -48,6 +48,9 @@ examples:
   python -m producer_sim push --source clip.mp4 --stream lobby --fragment-duration 4 --realtime
 
 H.264 is sent as is; other codecs are re-encoded with libx264 (a keyframe every second).
+A source whose timecodes repeat or go back (a camera that resets its clock) is sent as the KVS
+producer SDK sends it: timestamps keep increasing (one frame after the last), time is otherwise
+kept, and a new fragment starts there; a warning says so and the summary counts them.
 
 """ + EXIT_CODES
 

@@ -1,4 +1,5 @@
-"""Packets to fragments: a new cluster starts at the first keyframe at or after the fragment duration.
+"""Packets to fragments: a new cluster starts at the first keyframe at or after the fragment duration,
+or at the first keyframe at or after a discontinuity in the source's timestamps.
 
 A fragment is a `consumer.wire.Fragment` (cluster timecode, frames with absolute timecodes, the
 track). Timecodes are whatever the caller feeds in, in milliseconds: the camera feeds wall-clock
@@ -38,8 +39,11 @@ class _Open:
 class Fragmenter:
     """Feed packets in decode order with `add`; it returns each fragment as it completes.
 
-    Packets before the first keyframe are dropped (a live source joined mid-GOP). `flush()` ends
-    the stream and returns the last fragment.
+    Packets before the first keyframe are dropped (a live source joined mid-GOP). A packet marked
+    `discontinuity` (the source's clock repeated or went back there; see `timeline`) ends the open
+    fragment at the next keyframe (the marked packet itself, if it is one), whatever the
+    fragment's duration, as a KVS producer starts a new fragment where its timeline breaks.
+    `flush()` ends the stream and returns the last fragment.
     """
 
     def __init__(self, track: Track | None = None,
@@ -53,12 +57,16 @@ class Fragmenter:
         self.dropped_before_keyframe = 0
         self._open: _Open | None = None
         self._last_timecode: int | None = None
+        self._cut_at_keyframe = False  # a discontinuity was seen in the open fragment
 
-    def add(self, timecode_ms: int, keyframe: bool, data, track: Track | None = None) -> list[Fragment]:
+    def add(self, timecode_ms: int, keyframe: bool, data, track: Track | None = None,
+            discontinuity: bool = False) -> list[Fragment]:
         if track is not None:
             self.track = track
         out: list[Fragment] = []
         current = self._open
+        if discontinuity and current is not None:
+            self._cut_at_keyframe = True
         if current is None:
             if not keyframe:
                 self.dropped_before_keyframe += 1
@@ -67,7 +75,8 @@ class Fragmenter:
             raise FragmenterError(
                 f"keyframe at {timecode_ms} is before the fragment it follows ({current.timecode}):"
                 " timestamps must increase")
-        elif keyframe and timecode_ms - current.timecode >= self.fragment_duration_ms - self.slack_ms:
+        elif keyframe and (self._cut_at_keyframe or timecode_ms - current.timecode
+                           >= self.fragment_duration_ms - self.slack_ms):
             out.append(self._close())
             current = None
         if current is None:
@@ -94,6 +103,7 @@ class Fragmenter:
         current = self._open
         assert current is not None
         self._open = None
+        self._cut_at_keyframe = False
         fragment = Fragment(
             tracks=(self.track,) if self.track else (), cluster_timecode=current.timecode,
             frames=current.frames,
@@ -120,6 +130,7 @@ def fragment_packets(packets, track: Track | None = None,
     for packet in packets:
         # A source's track is known once its first packet is out.
         fragments.extend(fragmenter.add(base_ms + packet.pts_ms, packet.keyframe, packet.data,
-                                        track or getattr(packets, "track", None)))
+                                        track or getattr(packets, "track", None),
+                                        getattr(packet, "discontinuity", False)))
     fragments.extend(fragmenter.flush())
     return fragments

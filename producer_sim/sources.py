@@ -3,7 +3,10 @@
 A source is an iterable of `Packet`s (pts in ms from the source's own start, keyframe flag, AVCC
 payload) with a `track` (CodecPrivate avcC, width, height) that is known once the first packet has
 been yielded. H.264 inputs are re-muxed untouched; any other codec (or `reencode=True`) is decoded
-and re-encoded with libx264 with a fixed GOP. Sources:
+and re-encoded with libx264 with a fixed GOP. Packet timestamps always increase (keyframes
+strictly): a source whose own timestamps repeat or go back is put on a `Timeline`, and the packet
+where that happened is marked `discontinuity` (re-encoded, it is made a keyframe); `discontinuities`
+counts them. Sources:
 
 * `FileSource`: any file PyAV can read, once or in a loop;
 * `TestPatternSource`: colour bars, a moving subject and a burned-in clock (see `pattern`);
@@ -30,6 +33,7 @@ from consumer.wire import Track, ebml
 
 from . import h264
 from .pattern import draw_frame
+from .timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +50,13 @@ class SourceError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Packet:
-    """One encoded video frame: AVCC payload, presentation time in ms, keyframe flag."""
+    """One encoded video frame: AVCC payload, presentation time in ms, keyframe flag, and whether
+    the source's own timestamps repeated or went back here (a new fragment should start)."""
 
     pts_ms: int
     keyframe: bool
     data: bytes
+    discontinuity: bool = False
 
 
 def video_track(codec_private: bytes, width: int, height: int, fps: float | None = None) -> Track:
@@ -70,6 +76,11 @@ class Source:
     duration_ms: int | None = None  # of one pass, when known
     loop: bool = False
     track: Track | None = None
+
+    @property
+    def discontinuities(self) -> int:
+        """How many times the source's own timestamps repeated or went back (kept increasing)."""
+        return 0
 
     def __iter__(self) -> Iterator[Packet]:
         raise NotImplementedError
@@ -109,9 +120,13 @@ class H264Encoder:
             raise SourceError("libx264 gave no SPS/PPS in its extradata")
         self._ctx = ctx
         self._last_pts: int | None = None
+        self._discontinuities: set[int] = set()  # pts of frames that start a new fragment
         self.track = video_track(config, self.width, self.height, fps)
 
-    def encode(self, frame: av.VideoFrame | None, pts_ms: int | None = None) -> list[Packet]:
+    def encode(self, frame: av.VideoFrame | None, pts_ms: int | None = None,
+               discontinuity: bool = False) -> list[Packet]:
+        """Encode one frame (None: flush). A `discontinuity` frame is encoded as a keyframe and
+        its packet keeps the mark, so that a new fragment starts on it."""
         if frame is not None:
             if (frame.format.name != "yuv420p" or frame.width != self.width
                     or frame.height != self.height):
@@ -119,11 +134,20 @@ class H264Encoder:
             if self._last_pts is not None and pts_ms <= self._last_pts:
                 pts_ms = self._last_pts + 1  # libx264 needs strictly increasing pts
             self._last_pts = pts_ms
-            frame.pict_type = av.video.frame.PictureType.NONE  # our GOP, not the source's
+            # Our GOP, not the source's; but a discontinuity starts a fragment, so a keyframe.
+            frame.pict_type = (av.video.frame.PictureType.I if discontinuity
+                               else av.video.frame.PictureType.NONE)
+            if discontinuity:
+                self._discontinuities.add(pts_ms)
             frame.pts = pts_ms
             frame.time_base = self._ctx.time_base
-        return [Packet(int(p.pts), bool(p.is_keyframe), h264.annexb_to_avcc(bytes(p)))
-                for p in self._ctx.encode(frame)]
+        return [self._packet(p) for p in self._ctx.encode(frame)]
+
+    def _packet(self, packet: av.Packet) -> Packet:
+        pts = int(packet.pts)
+        marked = pts in self._discontinuities
+        self._discontinuities.discard(pts)
+        return Packet(pts, bool(packet.is_keyframe), h264.annexb_to_avcc(bytes(packet)), marked)
 
     def flush(self) -> list[Packet]:
         return self.encode(None)
@@ -145,14 +169,15 @@ def _stream_fps(stream) -> float | None:
 
 
 class _PassReader:
-    """One pass over a container's video stream: yields packets with pts from the stream start.
+    """One pass over a container's video stream: yields packets with pts on `timeline`.
 
     H.264 is re-muxed (Annex B converted to AVCC where needed); anything else is decoded and
-    handed to `encoder_factory(width, height, fps)`'s encoder, which may be shared across passes.
+    handed to an `H264Encoder` (made on the first frame), which may be shared across passes, as
+    may the timeline (None: a new one that starts at 0).
     """
 
     def __init__(self, owner: Source, container, reencode: bool, encoder: H264Encoder | None,
-                 keyframe_interval_s: float):
+                 keyframe_interval_s: float, timeline: Timeline | None = None):
         self.owner = owner
         self.container = container
         if not container.streams.video:
@@ -164,25 +189,26 @@ class _PassReader:
         self.remux = codec == "h264" and not reencode
         self.encoder = encoder
         self.keyframe_interval_s = keyframe_interval_s
-        self.last_pts_ms: int | None = None
-        self.first_pts_ms: int | None = None
         self.frame_ms = 1000 / (self.fps or DEFAULT_FPS)
+        # Re-muxed packets come in decode order (B-frames may step back); decoded frames come
+        # in presentation order.
+        self.timeline = timeline or Timeline(owner.name, self.frame_ms, reordered=self.remux)
 
-    def packets(self, offset_ms: int) -> Iterator[Packet]:
-        """This pass's packets, pts shifted so the pass starts at `offset_ms`."""
+    def packets(self) -> Iterator[Packet]:
+        """This pass's packets, their pts mapped onto the timeline."""
         if self.remux:
-            for pts_ms, keyframe, data in self._remux():
-                yield Packet(self._shift(pts_ms, offset_ms), keyframe, data)
+            for pts_ms, keyframe, data, duration_ms in self._remux():
+                mapped = self.timeline.map(pts_ms, keyframe, duration_ms)
+                yield Packet(mapped.pts_ms, keyframe, data, mapped.discontinuity)
         else:
-            yield from self._reencode(offset_ms)
+            yield from self._reencode()
 
-    def _shift(self, pts_ms: int, offset_ms: int) -> int:
-        if self.first_pts_ms is None:
-            self.first_pts_ms = pts_ms
-        pts = pts_ms - self.first_pts_ms + offset_ms
-        if self.last_pts_ms is None or pts > self.last_pts_ms:
-            self.last_pts_ms = pts
-        return pts
+    def timestamps(self) -> Iterator[tuple[int, bool, int | None]]:
+        """(pts ms, keyframe, duration ms) of every packet, demuxed only (nothing decoded)."""
+        for packet in self.container.demux(self.stream):
+            pts = _ms(packet.pts if packet.pts is not None else packet.dts, packet.time_base)
+            if packet.size and pts is not None:
+                yield pts, bool(packet.is_keyframe), _ms(packet.duration, packet.time_base)
 
     def _remux(self):
         stream = self.stream
@@ -208,17 +234,18 @@ class _PassReader:
             pts = _ms(packet.pts if packet.pts is not None else packet.dts, packet.time_base)
             if pts is None:
                 continue
-            yield pts, bool(packet.is_keyframe), data
+            yield pts, bool(packet.is_keyframe), data, _ms(packet.duration, packet.time_base)
 
-    def _reencode(self, offset_ms: int) -> Iterator[Packet]:
+    def _reencode(self) -> Iterator[Packet]:
         for index, frame in enumerate(self.container.decode(self.stream)):
             raw = _ms(frame.pts, frame.time_base)
-            pts = self._shift(raw if raw is not None else int(index * self.frame_ms), offset_ms)
+            mapped = self.timeline.map(raw if raw is not None else int(index * self.frame_ms),
+                                       duration_ms=_ms(frame.duration, frame.time_base))
             if self.encoder is None:
                 self.encoder = H264Encoder(frame.width, frame.height, self.fps or DEFAULT_FPS,
                                            self.keyframe_interval_s)
                 self.owner.track = self.encoder.track
-            yield from self.encoder.encode(frame, pts)
+            yield from self.encoder.encode(frame, mapped.pts_ms, mapped.discontinuity)
         if self.encoder is not None and not self.owner.loop:
             yield from self.encoder.flush()
 
@@ -236,7 +263,9 @@ class FileSource(Source):
     """A media file: H.264 re-muxed as is, other codecs re-encoded; once or in a loop.
 
     In a loop every pass continues the timeline: pts of pass n+1 start one frame after the last
-    frame of pass n, so fragment timecodes keep increasing.
+    frame of pass n, so fragment timecodes keep increasing. `duration_ms` is the container's
+    duration, or, when the container does not say (live-style MKV), the span of its timestamps
+    as they will be sent (read from the packets without decoding, on first use).
     """
 
     def __init__(self, path: str | os.PathLike, loop: bool = False, reencode: bool = False,
@@ -246,6 +275,9 @@ class FileSource(Source):
         self.loop = loop
         self.reencode = reencode
         self.keyframe_interval_s = keyframe_interval_s
+        self._timeline: Timeline | None = None
+        self._duration_ms: int | None = None
+        self._duration_read = False  # from the container, or by the scan
         if not self.path.exists():
             raise SourceError(f"{self.name}: no such file")
         if not self.path.is_file():
@@ -257,22 +289,52 @@ class FileSource(Source):
             self.codec = reader.stream.codec_context.name
             self.remuxed = reader.remux
             if container.duration:
-                self.duration_ms = int(container.duration / 1000)
+                self._duration_ms = int(container.duration / 1000)
+                self._duration_read = True
         finally:
             container.close()
         self._container = None
 
+    @property
+    def duration_ms(self) -> int | None:  # type: ignore[override]
+        if not self._duration_read:
+            self._duration_ms = self._timestamps_span_ms()
+            self._duration_read = True
+        return self._duration_ms
+
+    @property
+    def discontinuities(self) -> int:
+        return self._timeline.discontinuities if self._timeline is not None else 0
+
+    def _timestamps_span_ms(self) -> int | None:
+        """One pass's length as sent: its last timestamp on a timeline, plus one frame."""
+        container = _open_container(self.name)
+        try:
+            reader = _PassReader(self, container, self.reencode, None, self.keyframe_interval_s)
+            # Packets in decode order; the push itself reports the discontinuities, not this.
+            timeline = Timeline(self.name, reader.frame_ms, reordered=True, announce=False)
+            for pts, keyframe, duration in reader.timestamps():
+                timeline.map(pts, keyframe, duration)
+        except av.error.FFmpegError:
+            return None
+        finally:
+            container.close()
+        if timeline.last_out_ms is None:
+            return None
+        return timeline.last_out_ms + round(reader.frame_ms)
+
     def __iter__(self) -> Iterator[Packet]:
-        offset = 0
         encoder = None
+        self._timeline = None
         passes = 0
         while True:
             self._container = container = _open_container(self.name)
             try:
                 reader = _PassReader(self, container, self.reencode, encoder,
-                                     self.keyframe_interval_s)
+                                     self.keyframe_interval_s, self._timeline)
+                self._timeline = reader.timeline
                 count = 0
-                for packet in reader.packets(offset):
+                for packet in reader.packets():
                     count += 1
                     yield packet
                 encoder = reader.encoder
@@ -286,7 +348,7 @@ class FileSource(Source):
                 if passes == 1 and count == 0:
                     raise SourceError(f"{self.name}: no video frames")
                 return
-            offset = (reader.last_pts_ms or 0) + round(reader.frame_ms)
+            self._timeline.restart()  # the next pass continues one frame after this one
 
     def close(self) -> None:
         if self._container is not None:
@@ -361,6 +423,11 @@ class LiveSource(Source):
         self.reencode = reencode
         self.keyframe_interval_s = keyframe_interval_s
         self._container = None
+        self._timeline: Timeline | None = None
+
+    @property
+    def discontinuities(self) -> int:
+        return self._timeline.discontinuities if self._timeline is not None else 0
 
     @classmethod
     def rtsp(cls, url: str, **kwargs) -> LiveSource:
@@ -382,7 +449,8 @@ class LiveSource(Source):
                                                       options=self.options)
         try:
             reader = _PassReader(self, container, self.reencode, None, self.keyframe_interval_s)
-            yield from reader.packets(0)
+            self._timeline = reader.timeline
+            yield from reader.packets()
         except av.error.FFmpegError as err:
             raise SourceError(f"{self.name}: cannot read: {err}") from None
         finally:

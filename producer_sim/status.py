@@ -31,7 +31,8 @@ class CameraStatus:
     persisted: int = 0
     rejected: int = 0
     dropped: int = 0
-    errors: int = 0  # error acks and failed connections
+    errors: int = 0  # error acks, failed connections and source failures
+    discontinuities: int = 0  # times the source's timestamps repeated or went back
     connections: int = 0
     bytes_sent: int = 0
     last_error: str = ""
@@ -56,6 +57,8 @@ class CameraStatus:
                 f"{self.bitrate() / 1e6:6.2f} Mbit/s")
         if self.rejected or self.dropped:
             text += f" rejected {self.rejected} dropped {self.dropped}"
+        if self.discontinuities:
+            text += f" timecode resets {self.discontinuities}"
         if self.last_error and self.state in ("backoff", "failed"):
             text += f"  [{self.last_error[:80]}]"
         return text
@@ -81,6 +84,9 @@ class CameraResult:
             text += f", {s.dropped} dropped"
         if self.unacknowledged:
             text += f", {self.unacknowledged} not acknowledged"
+        if s.discontinuities:
+            text += (f"; the source's timecodes repeated or went back {s.discontinuities} "
+                     "time(s): kept increasing, a new fragment at each")
         if self.error:
             text += f": {self.error}"
         return text
