@@ -5,6 +5,12 @@ frame of a fragment comes out with that fragment's provenance, and frame threadi
 without frames leaking into the next fragment. Only the video track is decoded. In keyframes mode
 other frames are never decoded; in fps mode every frame is decoded (later frames reference them)
 but only the sampled ones are converted to RGB, which is the expensive step.
+
+Damaged video (a frame cut short, bytes lost in transit: PutMedia checks the container, never the
+codec payload) is decoded as far as it goes: a frame the codec rejects is skipped, the frames it
+still makes (concealing errors from their references) are kept, and `damage` describes what was
+lost. Only a fragment of which nothing decodes is an error. The outcome depends on the bytes
+alone, so a replay after a crash analyses the same frames.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from fractions import Fraction
 import av
 
 from consumer.config import Sampling, SamplingMode
-from consumer.wire import Fragment, Track
+from consumer.wire import Fragment, Frame, Track
 from processors.frames import FrameSource, VideoFrame
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,26 @@ class DecodeError(Exception):
         self.stream = stream
         self.fragment_number = fragment_number
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class Damage:
+    """What went wrong decoding a fragment that still gave frames."""
+
+    fed: int  # frames given to the codec
+    lost: int  # of those, how many gave no picture
+    concealed: int  # pictures the codec flagged as corrupt (errors concealed)
+    first_error: str | None  # the codec's first complaint, if it made one
+
+    def __str__(self) -> str:
+        parts = []
+        if self.lost:
+            parts.append(f"{self.lost} of {self.fed} frames did not decode")
+        if self.concealed:
+            parts.append(f"{self.concealed} decoded with errors concealed")
+        if not parts:
+            parts.append("the decoder reported errors")
+        return ", ".join(parts) + (f" ({self.first_error})" if self.first_error else "")
 
 
 @dataclass
@@ -84,36 +110,41 @@ class StreamDecoder:
         self._context: av.CodecContext | None = None
         self._track_key: tuple | None = None
         self.frames_decoded = 0
+        self.damage: Damage | None = None  # of the last fragment decoded
 
     def decode(self, fragment: Fragment) -> list[VideoFrame]:
-        """The fragment's sampled frames, RGB, in presentation order. Raises DecodeError."""
+        """The fragment's sampled frames, RGB, in presentation order.
+
+        After a damaged fragment, `damage` says what did not decode (None after a clean one).
+        Raises DecodeError when the codec is not supported or nothing in the fragment decodes.
+        """
+        self.damage = None
         track = fragment.video_track
         if track is None or not fragment.frames:
             return []
         video = sorted(fragment.video_frames(), key=lambda f: f.timecode)
-        index_of = {f.timecode: i for i, f in enumerate(video)}
         context = self._context_for(track, fragment)
         keyframes_only = self._sampler.sampling.mode is SamplingMode.KEYFRAMES
+        fed = [f for f in fragment.video_frames() if f.keyframe or not keyframes_only]
+        decoded, errors = _run_codec(context, fed)
+        self.frames_decoded += len(decoded)
+        if video and not decoded:
+            self._reset()  # a codec that made nothing may be in a bad state: start afresh
+            first = f" ({errors[0]})" if errors else ""
+            raise DecodeError(self.stream_name, fragment.fragment_number,
+                              f"{len(video)} {track.codec_id} frames decoded to nothing{first}")
+        concealed = sum(1 for picture in decoded if picture.is_corrupt)
+        lost = max(0, len(fed) - len(decoded))
+        if errors or lost or concealed:
+            self.damage = Damage(len(fed), lost, concealed, errors[0] if errors else None)
+        return self._sampled(fragment, video, decoded)
+
+    def _sampled(self, fragment: Fragment, video: list, decoded: list) -> list[VideoFrame]:
+        """The decoded pictures the sampling policy takes, with their provenance."""
+        index_of = {f.timecode: i for i, f in enumerate(video)}
+        keyframe_times = {f.timecode for f in video if f.keyframe}
         base_time = fragment.producer_timestamp or 0.0
         output: list[VideoFrame] = []
-        try:
-            decoded = []
-            for frame in fragment.video_frames():
-                if keyframes_only and not frame.keyframe:
-                    continue
-                packet = av.Packet(frame.data)
-                packet.pts = packet.dts = frame.timecode
-                packet.time_base = _MS
-                decoded.extend(context.decode(packet))
-            decoded.extend(context.decode(None))
-        except av.error.FFmpegError as err:
-            self._reset()
-            raise DecodeError(self.stream_name, fragment.fragment_number, str(err)) from None
-        finally:
-            if self._context is not None:
-                self._context.flush_buffers()
-        self.frames_decoded += len(decoded)
-        keyframe_times = {f.timecode for f in video if f.keyframe}
         self._sampler.start_fragment()
         for picture in sorted(decoded, key=lambda p: p.pts):
             timecode = picture.pts
@@ -128,9 +159,6 @@ class StreamDecoder:
                                  fragment.fragment_number or 0,
                                  fragment.server_timestamp or 0.0, base_time, offset, index)
             output.append(VideoFrame(source, picture.to_ndarray(format="rgb24"), keyframe))
-        if video and not decoded:
-            raise DecodeError(self.stream_name, fragment.fragment_number,
-                              f"{len(video)} {track.codec_id} frames decoded to nothing")
         return output
 
     def _context_for(self, track: Track, fragment: Fragment) -> av.CodecContext:
@@ -156,3 +184,44 @@ class StreamDecoder:
 
     def close(self) -> None:
         self._reset()
+
+
+def _run_codec(context: av.CodecContext, frames: list) -> tuple[list, list[str]]:
+    """Every frame through the codec, then a drain; the pictures and the codec's complaints.
+
+    A frame the codec rejects is skipped (FFmpeg has taken the packet, and resynchronises at the
+    next slice or keyframe) and decoding goes on. An error during the drain ends it: PyAV cannot
+    receive past it, so pictures still inside the codec then are lost.
+    """
+    decoded: list = []
+    errors: list[str] = []
+    try:
+        for frame in frames:
+            if not len(frame.data):
+                continue  # an empty packet would tell FFmpeg to drain
+            try:
+                decoded.extend(context.decode(_packet(frame)))
+            except av.error.FFmpegError as err:
+                errors.append(str(err))
+        try:
+            decoded.extend(context.decode(None))
+        except av.error.FFmpegError as err:
+            errors.append(str(err))
+    finally:
+        context.flush_buffers()
+    return decoded, errors
+
+
+def _packet(frame: Frame) -> av.Packet:
+    """The frame as a packet whose bytes FFmpeg owns (a copy, with FFmpeg's zeroed padding).
+
+    Why a copy: a packet wrapping Python memory is freed through a callback that takes the GIL,
+    and FFmpeg's frame threads free the packets they hold. PyAV frees a codec context holding
+    the GIL and waiting for those threads; after a decoding error (no drain) a thread still holds
+    a packet, waits for the GIL, and the whole process hangs.
+    """
+    packet = av.Packet(len(frame.data))
+    packet.update(frame.data)
+    packet.pts = packet.dts = frame.timecode
+    packet.time_base = _MS
+    return packet

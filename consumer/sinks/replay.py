@@ -5,8 +5,9 @@ records may have landed in Kinesis before the kill; `delivered_record_ids` reads
 consumer can skip them (at-least-once delivery + this check = no RecordId twice in the stream).
 
 `since` must be at or before the arrival of the first record written after the checkpointed
-fragment: the checkpoint's `updatedAt` minus the longest time a fragment's records can wait for
-their checkpoint (the pipeline's drain budget) is a safe choice; earlier only costs reading.
+fragment: the time the checkpoint was written (`checkpointAt`; not the lease's `updatedAt`, which
+every renewal and take-over moves to now) minus the longest time a fragment's records can wait
+for their checkpoint (the pipeline's drain budget) is a safe choice; earlier only costs reading.
 Only the shards whose hash-key range holds the partition key are read (open or closed, so a
 resharded stream still works). The read is bounded by `max_records` and `max_seconds`; when it
 gives up it logs a warning that duplicates are possible and returns what it found.

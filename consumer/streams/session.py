@@ -311,10 +311,13 @@ class StreamSession:
         try:
             frames = self._decoder.decode(fragment)
         except DecodeError as err:
-            stats.decode_errors += 1
-            stats.note_error(str(err))
-            self._warn_decode_error(err)
+            self._decode_trouble(str(err), "skipping the fragment")
             frames = []
+        else:
+            if self._decoder.damage is not None:
+                self._decode_trouble(
+                    f"stream {self.name}: fragment {fragment.fragment_number}: "
+                    f"{self._decoder.damage}", f"analysing the {len(frames)} frames that decoded")
         stats.frames_decoded = self._decoder.frames_decoded
         self.inbox.put(_FragmentRead(fragment, len(frames)))
         for frame in frames:
@@ -368,16 +371,19 @@ class StreamSession:
             self._unsettled -= 1
             self._room.notify()
 
-    def _warn_decode_error(self, err: DecodeError) -> None:
-        """One warning, then at most one a minute with a count: a broken camera sends a bad
-        fragment every few seconds, and the log must stay readable."""
+    def _decode_trouble(self, problem: str, consequence: str) -> None:
+        """A fragment skipped, or damaged (some frames lost): counted in the stream's decode
+        errors, and warned about once, then at most once a minute with a count: a broken camera
+        sends a bad fragment every few seconds, and the log must stay readable."""
+        self.stats.decode_errors += 1
+        self.stats.note_error(problem)
         now = time.monotonic()
         if now - self._last_decode_warning < DECODE_WARNING_INTERVAL:
             self._decode_warnings_suppressed += 1
             return
         more = (f" ({self._decode_warnings_suppressed} more since the last warning)"
                 if self._decode_warnings_suppressed else "")
-        log.warning("%s; skipping the fragment%s", err, more)
+        log.warning("%s; %s%s", problem, consequence, more)
         self._last_decode_warning = now
         self._decode_warnings_suppressed = 0
 

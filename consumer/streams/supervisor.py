@@ -290,6 +290,11 @@ class StreamSupervisor:
                 return
         self.streams.pop(arn, None)
         self.restarts.pop(arn, None)
+        session = self.sessions.get(arn)
+        if session is not None and (session.retired or session.ended):
+            # else the status would report a deleted stream as "stopping" for the life of the
+            # process, and every deleted stream's session would stay in memory
+            del self.sessions[arn]
         try:
             self.coordinator.forget(arn)
         except Exception as err:
