@@ -89,9 +89,9 @@ class AwsContext:
         self._session = boto3.session.Session(region_name=region, **keys)
 
     def client(self, service: str = "kinesisvideo", endpoint_url: str | None = None,
-               read_timeout: float = 30):
+               read_timeout: float = 30, connect_timeout: float = 5):
         config = Config(retries={"max_attempts": self.max_attempts, "mode": "standard"},
-                        connect_timeout=5, read_timeout=read_timeout)
+                        connect_timeout=connect_timeout, read_timeout=read_timeout)
         try:
             client = self._session.client(service, endpoint_url=endpoint_url or self.endpoint_url,
                                           region_name=self.region, config=config)

@@ -59,12 +59,19 @@ class Clients:
         endpoints = config.aws.endpoints
         calls = ApiCalls()
 
-        def context(service: str) -> AwsContext:
-            return AwsContext(endpoints.get(service), config.aws.region, max_attempts=5,
-                              calls=calls)
+        def context(service: str, max_attempts: int = 5) -> AwsContext:
+            return AwsContext(endpoints.get(service), config.aws.region,
+                              max_attempts=max_attempts, calls=calls)
         s3 = context("s3").client("s3") if config.outputs.s3 is not None else None
+        # Lease-table calls are made on the renewal cadence, and the keeper and the lease loop
+        # try again on that cadence themselves: a call gives up within the lease (one retry,
+        # timeouts of a renewal period) instead of backing off in botocore's retries for
+        # 9-27 s while the lease runs out and the supervisor's loop stands still.
+        renewal = max(1.0, config.checkpoint.lease_seconds / 3)
+        dynamodb = context("dynamodb", max_attempts=1).client(
+            "dynamodb", read_timeout=renewal, connect_timeout=renewal)
         return cls(context("kinesisvideo"), context("kinesis").client("kinesis"), s3,
-                   context("dynamodb").client("dynamodb"), calls)
+                   dynamodb, calls)
 
 
 @dataclass
