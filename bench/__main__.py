@@ -20,15 +20,19 @@ what it does:
   1. prepares the camera clip once (bench/.cache/): vogels_330.mkv, a person on a stage,
      letterboxed to 1280x720, 15 fps, a keyframe every 2 s (2 s fragments), ~2 Mbit/s;
   2. micro-benchmarks: decode frames/s per core (every frame vs keyframes only), the fragment
-     reader's MB/s, pose-sequence bytes per frame (Parquet vs pickle+gzip);
+     reader's MB/s, pose-sequence bytes per frame (Parquet vs pickle+gzip), and the CPU per
+     unit of work (a frame decoded, a keyframe, RGB conversion, pose, JPEG) from which the
+     physical limit at each S is reckoned (bench.limit: usable cores / CPU of a camera-second);
   3. starts the local stack (Kinesis Video + moto's S3, Kinesis Data Streams, DynamoDB) once;
   4. for each S (highest first) and each consumer, a sweep of probes: K simulated cameras
      (producer_sim, real time) -> the consumer under test -> records read back from Kinesis.
-     K doubles (1, 2, 4, ...) until the lag is not bounded, then one bisection step.
+     K doubles (1, 2, 4, ...) until the lag is not bounded, then bisects to one camera.
      "ours" is one `python -m consumer run` process for all K cameras; "naive" is K
      `python -m bench.naive` processes (every frame decoded to BGR, pose inline on the reading
      thread, one PutObject + one PutRecord per analysed frame);
-  5. writes results.json, report.md and report.png to --out and prints the Markdown table.
+  5. writes results.json, report.md and report.png to --out and prints the Markdown tables:
+     capacity beside the limit, and per S where each consumer's latency goes, stage by stage
+     (measured inside the consumers, bench.breakdown).
 
 bounded lag (per probe; the run is cut in thirds, the first is warm-up):
   records of frames captured in [T/3, end - 3 fragments] >= 95 % of K x S x that span, and the
@@ -76,6 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_micro(clip: Path, models_dir: Path, smoke: bool, log) -> dict:
     """The micro-benchmarks; one that fails is recorded, not fatal."""
     from bench import micro
+    from bench.unit_costs import unit_costs
 
     jobs = {
         "decode": lambda: micro.decode_fps(clip),
@@ -83,6 +88,7 @@ def run_micro(clip: Path, models_dir: Path, smoke: bool, log) -> dict:
                                                   latency=not smoke),
         "pose_sequence": lambda: micro.pose_sequence_bytes(models_dir=models_dir,
                                                            frames=8 if smoke else 40),
+        "unit_costs": lambda: unit_costs(clip, models_dir, pose_frames=4 if smoke else 30),
     }
     results: dict = {"errors": {}}
     for name, job in jobs.items():
@@ -113,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.monotonic() - began:5.0f} s] {message}", flush=True)
 
     from bench import clip as clips
+    from bench.breakdown import breakdown
     from bench.metrics import summarise
     from bench.report import capacity_rows, machine, markdown, ratios, write_outputs
     from bench.scenario import Environment, run_probe
@@ -147,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                         deadline=began + args.budget - 15, log=log)
         sweeps = [s.as_dict() for s in runner.run(["ours", "naive"], args.fps)]
     host = machine()
-    rows = capacity_rows(sweeps, host["cores_usable"])
+    rows = capacity_rows(sweeps, host["cores_usable"], micro.get("unit_costs"))
     results = {
         "started": stamp, "command": "python -m bench " + " ".join(sys.argv[1:]),
         "parameters": {"fps": args.fps, "max_cameras": args.max_cameras,
@@ -156,9 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         "clip": {"path": str(clip), "source": str(clips.SOURCE), "width": clips.WIDTH,
                  "height": clips.HEIGHT, "fps": clips.FPS, "gop": clips.GOP,
                  "kbit_per_s_target": clips.KBITS, "scaling": "2x, letterboxed"},
-        "definitions": {"metrics": sys.modules["bench.metrics"].__doc__,
-                        "sweep": sys.modules["bench.sweep"].__doc__},
+        "definitions": {name: sys.modules[f"bench.{name}"].__doc__
+                        for name in ("metrics", "sweep", "limit", "breakdown")}
+        | {"stages": sys.modules["consumer.pipeline.stage_times"].STAGES},
         "micro": micro, "sweeps": sweeps, "rows": rows, "ratios": ratios(rows),
+        "breakdown": breakdown(sweeps),
         "probes_run": count,
     }
     results["total_seconds"] = time.monotonic() - began

@@ -28,6 +28,10 @@ warm-up and counts for nothing but the lag plot.
   the whole machine. Peak RSS: the largest sum of the consumer processes' VmHWM.
 - API calls per camera-hour: calls / K / (t_cut - t0). Calls made once per stream or process
   start (STARTUP_OPERATIONS) are reported as counts only; GetMedia is priced per GB, not call.
+- stage times: what the consumer measured inside itself per pipeline stage (its --stats-file's
+  `stage_times`; consumer.pipeline.stage_times, bench.naive's docstring for the naive one),
+  merged over its processes: count, mean, p50, p90, max in seconds, over the whole probe
+  (warm-up included, shutdown drain too).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import statistics
 from collections import defaultdict
 
 from bench import prices
+from consumer.pipeline.stage_times import merge
 
 # Near-complete: a consumer that drops frames when behind (the naive one reconnects at NOW) has a
 # flat delay but is not sustaining its cameras.
@@ -154,6 +159,13 @@ def _errors(consumers: list[dict]) -> list[str]:
     return errors
 
 
+def stage_figures(consumers: list[dict]) -> dict[str, dict]:
+    """Per stage: the consumer processes' stage times merged (seconds; histograms left out)."""
+    merged = merge((c.get("stats") or {}).get("stage_times") for c in consumers)
+    return {stage: {k: v for k, v in figures.items() if k != "histogram"}
+            for stage, figures in merged.items()}
+
+
 def summarise(raw: dict, fragment_seconds: float = 2.0) -> dict:
     """Derived figures of one probe (see the module's docstring)."""
     probe = raw["probe"]
@@ -215,4 +227,5 @@ def summarise(raw: dict, fragment_seconds: float = 2.0) -> dict:
         "cost_per_camera_day_usd": cost["total_usd_per_day"],
         "cost_per_camera_day_by_service_usd": cost["usd_per_day_by_service"],
         "lag_series": lag_series(arrivals, t0),
+        "stage_times": stage_figures(raw["consumers"]),
     }

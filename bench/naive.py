@@ -44,7 +44,21 @@ SIGINT (exit 0) or --duration seconds, then writes --stats-file: frames_decoded,
 frames_analysed, persons, api_calls (per "service:Operation", counted by consumer.cloud.aws.ApiCalls on
 every client, as `python -m consumer run --stats-file` does), elapsed_seconds (from the first
 GetMedia call), cpu_seconds, max_rss_mb, get_media_connections and lag_seconds (producer time to
-the record's PutRecord returning: p50 and max).
+the record's PutRecord returning: p50 and max) and stage_times.
+
+stage_times: the comparable part of the consumer's per-stage breakdown
+(consumer.pipeline.stage_times, the same recorder and stage names), measured the way they
+apply to a script that does everything inline on one thread:
+  arrival        the first frame of a fragment out of the decoder - producer time of the
+                 fragment's last frame (per fragment; fragments start on keyframes);
+  decode         the frames of a fragment through PyAV and to BGR, time blocked reading the
+                 response left out (per fragment); decode_frame the same per frame;
+  queue_wait     the fragment's first frame out -> this frame's analysis starts: it waits behind
+                 the decoding (its own included) and analysis of the frames before it;
+  inference      BGR -> RGB and the landmarker (per analysed frame; inference_frame the same);
+  record_build   the landmark lists, the JPEG (jpeg_encode) and the record's JSON;
+  s3_call, kds_call   the PutObject and PutRecord calls, each waited for.
+`PATH` lists those a frame's record waits through on its way to Kinesis.
 """
 
 from __future__ import annotations
@@ -68,12 +82,14 @@ import cv2
 import numpy as np
 
 from consumer.cloud.aws import LOCAL_REGION, ApiCalls, is_loopback
+from consumer.pipeline import stage_times as st
 
 log = logging.getLogger("bench.naive")
 
 MODEL = "pose_landmarker_full.task"
 RETRY_SECONDS = 1.0
 EPOCH_2001 = 978_307_200.0  # a producer time before this is not an absolute timecode
+PATH = (st.ARRIVAL, st.QUEUE_WAIT, st.INFERENCE, st.RECORD_BUILD, st.S3_CALL, st.KDS_CALL)
 
 
 class Stop(Exception):
@@ -113,6 +129,35 @@ class Sampler:
         return True
 
 
+class TimedReader:
+    """The GetMedia payload as PyAV reads it, counting the seconds spent blocked in read(): the
+    decode figures leave them out. Everything else is the payload's own (seek, tell, ...), so
+    PyAV treats it exactly as the payload."""
+
+    def __init__(self, payload):
+        self._payload = payload
+        self.blocked = 0.0
+
+    def read(self, size: int = -1) -> bytes:
+        began = time.perf_counter()
+        try:
+            return self._payload.read(size)
+        finally:
+            self.blocked += time.perf_counter() - began
+
+    def __getattr__(self, name: str):
+        return getattr(self._payload, name)
+
+
+@dataclass
+class _Fragment:
+    """The fragment being decoded (as far as a script that sees no tags can tell)."""
+
+    first_out_wall: float  # time.time() when its first frame came out of the decoder
+    first_out: float  # the same on time.perf_counter()
+    decode: float = 0.0  # seconds decoding its frames so far
+
+
 class NaiveConsumer:
     """One camera: GetMedia -> PyAV (every frame to BGR) -> pose -> PutObject + PutRecord."""
 
@@ -128,6 +173,9 @@ class NaiveConsumer:
         self.sampler = Sampler(args.fps)
         self.landmarker = _landmarker(Path(args.models_dir) / MODEL, args.num_poses)
         self._warned_relative = False
+        self.times = st.StageTimes()
+        self._fragment: _Fragment | None = None
+        self._last_time: float | None = None  # producer time of the previous frame
 
     def _client(self, service: str, endpoint_url: str | None):
         client = self.session.client(service, endpoint_url=endpoint_url)
@@ -147,8 +195,9 @@ class NaiveConsumer:
                             RETRY_SECONDS)
                 time.sleep(RETRY_SECONDS)
                 continue
+            reader = TimedReader(payload)
             try:
-                container = av.open(payload, format="matroska")
+                container = av.open(reader, format="matroska")
             except av.error.FFmpegError as err:  # typically: the response ended with no media
                 log.info("GetMedia %s gave no media (%s); reconnecting with NOW in %.0f s",
                          start, err, RETRY_SECONDS)
@@ -156,8 +205,12 @@ class NaiveConsumer:
                 start = "NOW"
                 continue
             try:
+                began, blocked = time.perf_counter(), reader.blocked  # av.open read some
                 for frame in container.decode(video=0):
-                    self.on_frame(frame)
+                    # the time to get this frame out of PyAV, less the time waiting for bytes
+                    decode = time.perf_counter() - began - (reader.blocked - blocked)
+                    self.on_frame(frame, decode)
+                    began, blocked = time.perf_counter(), reader.blocked
             except av.error.FFmpegError as err:
                 log.warning("stream ended with a decode error: %s", err)
             finally:
@@ -173,8 +226,10 @@ class NaiveConsumer:
         return media.get_media(StreamName=self.args.stream,
                                StartSelector={"StartSelectorType": start})["Payload"]
 
-    def on_frame(self, frame: av.VideoFrame) -> None:
+    def on_frame(self, frame: av.VideoFrame, decode: float = 0.0) -> None:
+        converting = time.perf_counter()
         image = frame.to_ndarray(format="bgr24")  # every frame, as cv2-style loops do
+        decode += time.perf_counter() - converting
         self.counters.frames_decoded += 1
         index = self.counters.frames_decoded
         producer_time = float(frame.time) if frame.time is not None else time.time()
@@ -183,28 +238,58 @@ class NaiveConsumer:
                         "timecodes, so ProducerTime is relative to the stream's start",
                         producer_time)
             self._warned_relative = True
+        self._time_fragment(frame.key_frame, producer_time, decode)
         if self.sampler.take(producer_time):
             self.analyse(image, producer_time, index)
+
+    def _time_fragment(self, keyframe: bool, producer_time: float, decode: float) -> None:
+        """Stage times of fragments: a keyframe starts one, and ends the one before it."""
+        times = self.times
+        times.add(st.DECODE_FRAME, decode)
+        if keyframe or self._fragment is None:
+            ended = self._fragment
+            if ended is not None and self._last_time is not None:
+                times.add(st.ARRIVAL, ended.first_out_wall - self._last_time)
+                times.add(st.DECODE, ended.decode)
+            self._fragment = _Fragment(time.time(), time.perf_counter())
+        self._fragment.decode += decode
+        self._last_time = producer_time
 
     def analyse(self, image: np.ndarray, producer_time: float, index: int) -> None:
         import mediapipe as mp
 
+        times, began = self.times, time.perf_counter()
+        if self._fragment is not None:
+            times.add(st.QUEUE_WAIT, began - self._fragment.first_out)
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         result = self.landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
+        inferred = time.perf_counter()
+        times.add(st.INFERENCE, inferred - began)
+        times.add(st.INFERENCE_FRAME, inferred - began)
         persons = [[{"x": p.x, "y": p.y, "z": p.z, "visibility": p.visibility,
                      "presence": p.presence} for p in pose] for pose in result.pose_landmarks]
         key = f"frames/{self.args.stream}/{round(producer_time * 1000)}.jpg"
+        encoding = time.perf_counter()
         ok, jpeg = cv2.imencode(".jpg", image)
         if not ok:
             raise RuntimeError("cv2.imencode failed")
-        self.s3.put_object(Bucket=self.args.bucket, Key=key, Body=jpeg.tobytes(),
+        body = jpeg.tobytes()
+        putting = time.perf_counter()
+        times.add(st.JPEG_ENCODE, putting - encoding)
+        self.s3.put_object(Bucket=self.args.bucket, Key=key, Body=body,
                            ContentType="image/jpeg")
+        put = time.perf_counter()
+        times.add(st.S3_CALL, put - putting)
         record = {"StreamName": self.args.stream, "ProducerTime": producer_time,
                   "FrameIndex": index, "Width": image.shape[1], "Height": image.shape[0],
                   "ProcessedTime": time.time(), "S3Bucket": self.args.bucket, "S3Key": key,
                   "PersonCount": len(persons), "Persons": persons}
-        self.kinesis.put_record(StreamName=self.args.data_stream, Data=json.dumps(record),
+        data = json.dumps(record)
+        sending = time.perf_counter()
+        times.add(st.RECORD_BUILD, (putting - inferred) + (sending - put))
+        self.kinesis.put_record(StreamName=self.args.data_stream, Data=data,
                                 PartitionKey=self.args.stream)
+        times.add(st.KDS_CALL, time.perf_counter() - sending)
         self.counters.frames_analysed += 1
         self.counters.persons += len(persons)
         self.counters.lags.append(time.time() - producer_time)
@@ -224,6 +309,7 @@ class NaiveConsumer:
             "get_media_connections": c.get_media_connections,
             "lag_seconds": {"p50": statistics.median(c.lags) if c.lags else None,
                             "max": max(c.lags) if c.lags else None},
+            "stage_times": self.times.snapshot(),
         }
 
     def close(self) -> None:

@@ -1,11 +1,12 @@
 """The benchmark's outputs: results.json, report.md and report.png in one folder.
 
-    rows = capacity_rows(sweeps, machine_cores)
+    rows = capacity_rows(sweeps, machine_cores, unit_costs)
     write_outputs(folder, results)      # results: everything `python -m bench` gathered
 
 report.md holds one row per consumer and sampling rate S (the figures of its capacity probe,
-i.e. the probe at the largest bounded K), the ratios of this project to the naive consumer at
-each S, and the micro-benchmarks. report.png: the lag over time of every camera in the capacity
+i.e. the probe at the largest bounded K, beside the physical limit at that S: bench.limit), the
+ratios of this project to the naive consumer at each S, the per-stage latency breakdown of
+both (bench.breakdown), and the micro-benchmarks. report.png: the lag over time of every camera in the capacity
 probe of each consumer, and capacity against S for both consumers.
 """
 
@@ -17,6 +18,9 @@ import platform
 import sys
 from importlib import metadata
 from pathlib import Path
+
+from bench.breakdown import breakdown_markdown
+from bench.limit import limit
 
 BILLED = ("kinesis:PutRecords", "kinesis:PutRecord", "s3:PutObject", "dynamodb:PutItem",
           "dynamodb:UpdateItem", "dynamodb:DeleteItem")
@@ -50,13 +54,19 @@ def _capacity_probe(sweep: dict) -> dict | None:
     return found[-1] if found else None
 
 
-def capacity_rows(sweeps: list[dict], machine_cores: int) -> list[dict]:
-    """Per consumer and S: capacity and the figures of its capacity probe."""
+def capacity_rows(sweeps: list[dict], machine_cores: int,
+                  unit_costs: dict | None = None) -> list[dict]:
+    """Per consumer and S: capacity, the physical limit (from `unit_costs`, with the machine's
+    usable cores) and the figures of its capacity probe."""
     rows = []
     for sweep in sweeps:
         probe = _capacity_probe(sweep)
+        bound = limit(unit_costs, sweep["fps"], machine_cores)
+        cameras = bound["cameras"] if bound else None
         row = {"kind": sweep["kind"], "fps": sweep["fps"], "capacity": sweep["capacity"],
-               "at_cap": sweep["at_cap"], "complete": not sweep["skipped"], "probe": probe}
+               "at_cap": sweep["at_cap"], "complete": not sweep["skipped"], "probe": probe,
+               "limit": bound,
+               "capacity_to_limit": sweep["capacity"] / cameras if cameras else None}
         if probe is not None:
             cores = probe["cores"]["consumer"]
             calls = probe["api_calls_per_camera_hour"]
@@ -113,18 +123,22 @@ def _f(value, spec: str = ".2f", suffix: str = "") -> str:
 
 def markdown(results: dict) -> str:
     """The report's Markdown: capacity table, ratios, micro-benchmarks."""
-    lines = [("| consumer | S (fps/camera) | capacity K | cameras per consumer core | "
+    lines = [("| consumer | S (fps/camera) | capacity K | limit K | capacity / limit | "
+              "cameras per consumer core | "
               "K per machine core | analysed fps | latency p50 / p95 / p99 (s) | "
               "CPU per camera (cores) | peak RSS per camera (MB) | billed API calls per "
               "camera-hour | cost per camera-day (USD) |"),
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     for row in results["rows"]:
         lat = row.get("latency_s") or {}
         cap = (f"{'≥ ' if row['at_cap'] else ''}{row['capacity']}"
                + ("" if row["complete"] else " (budget)"))
         name = "this project" if row["kind"] == "ours" else "naive"
         lines.append(
-            f"| {name} | {row['fps']:g} | {cap} | {_f(row.get('cameras_per_consumer_core'), '.1f')}"
+            f"| {name} | {row['fps']:g} | {cap} | "
+            f"{_f((row.get('limit') or {}).get('cameras'), '.1f')} | "
+            f"{_f(row.get('capacity_to_limit'), '.2f')} | "
+            f"{_f(row.get('cameras_per_consumer_core'), '.1f')}"
             f" | {_f(row.get('cameras_per_machine_core'), '.1f')} | "
             f"{_f(row.get('analysed_fps'), '.1f')} | {_f(lat.get('p50'))} / "
             f"{_f(lat.get('p95'))} / {_f(lat.get('p99'))} | "
@@ -135,10 +149,27 @@ def markdown(results: dict) -> str:
     for fps, figures in results["ratios"].items():
         cells = [f"{RATIO_KEYS[k][0]} {_f(v, '.2f', 'x')}" for k, v in figures.items()]
         lines.append(f"\nthis project / naive at S={fps}: " + ", ".join(cells))
-    lines += ["", *cost_table(results["rows"]), "", *probe_notes(results["sweeps"])]
+    lines += ["", limit_note(results)]
+    lines += ["", *breakdown_markdown(results.get("breakdown") or {})]
+    lines += [*cost_table(results["rows"]), "", *probe_notes(results["sweeps"])]
     lines += ["", "| micro-benchmark | figure |", "| --- | --- |"]
     lines += [f"| {name} | {value} |" for name, value in micro_rows(results.get("micro", {}))]
     return "\n".join(lines) + "\n"
+
+
+def limit_note(results: dict) -> str:
+    """What the limit column is, with the per-unit costs it came from."""
+    units = (results.get("micro") or {}).get("unit_costs")
+    if not units or "cpu_seconds" not in units:
+        return "limit K: not measured (the unit-cost micro-benchmark failed; see below)."
+    cpu = {k: v * 1000 for k, v in units["cpu_seconds"].items()}
+    cores = results["machine"]["cores_usable"]
+    return (f"limit K: the physical limit, {cores} usable cores / the CPU of one camera-second "
+            f"at S (bench.limit), measured in this run: decode {cpu['decode_frame']:.2f} ms "
+            f"x {units['clip_fps']:.0f} frames + S x (RGB {cpu['rgb_frame']:.2f} ms + pose "
+            f"{cpu['pose_frame']:.1f} ms + {units['person_fraction']:.0%} x JPEG "
+            f"{cpu['jpeg_frame']:.1f} ms) CPU. The cameras and the local stack share these "
+            "cores in the benchmark.")
 
 
 def cost_table(rows: list[dict]) -> list[str]:
@@ -213,6 +244,21 @@ def micro_rows(micro: dict) -> list[tuple[str, str]]:
                       f"{p['pickle_gzip_bytes_per_frame']:.0f} B/frame "
                       f"({p['parquet_to_pickle_gzip_ratio']:.2f}x)")
             rows.append((f"pose sequence, Parquet {label.replace('_', ' ')}", figure))
+    units = micro.get("unit_costs") or {}
+    if "cpu_seconds" in units:
+        labels = {"decode_frame": "a frame decoded (no conversion)", "keyframe": "a keyframe "
+                  "decoded alone", "rgb_frame": "a frame to RGB", "pose_frame": "pose, one "
+                  "frame", "jpeg_frame": "JPEG of a frame (annotated when it has persons)"}
+        size = f"{units.get('width_px')}x{units.get('height_px')}"
+        for key, label in labels.items():
+            rows.append((f"CPU per unit, {size}: {label}",
+                         f"{units['cpu_seconds'][key] * 1000:.2f} ms"))
+        split = [f"{units[key] * 1000:.1f} ms {label}" for key, label in
+                 (("pose_frame_with_persons", "with persons"),
+                  ("pose_frame_without", "without")) if units.get(key)]
+        label = (f"CPU per unit: pose over {units.get('pose_frames')} frames of the clip, "
+                 f"{units['person_fraction']:.0%} with persons")
+        rows.append((label, ", ".join(split) or "-"))
     for name, error in (micro.get("errors") or {}).items():
         rows.append((name, f"failed: {error}"))
     return rows

@@ -2,18 +2,21 @@
 sampling rate S.
 
 For each S, highest first, and each consumer in turn: K doubles (1, 2, 4, ...; the last step
-clipped to `max_cameras`) until a probe is not bounded (bench.metrics), then one bisection step
-between the last bounded K and the first unbounded one. Capacity = the largest bounded K
-(0 when even one camera is not; "at the cap" when `max_cameras` was bounded).
+clipped to `max_cameras`) until a probe is not bounded (bench.metrics), then a bisection between
+the largest bounded K and the smallest unbounded one until they are 1 apart. Capacity = the
+largest bounded K (0 when even one camera is not; "at the cap" when `max_cameras` was bounded),
+exact to one camera unless the time budget cut the search short.
 
 Two shortcuts keep the run short, both stated in the results:
 - a K bounded at a higher S is taken as bounded at a lower one (analysing fewer frames per
   camera costs less), so at a lower S the doubling continues from the capacity C found at the
-  higher S (2C, 4C, ...; the smaller K are marked "inferred"); when no larger K is bounded, C
-  itself is probed so that every capacity has a probe of its own (and halved if, unexpectedly,
-  it is not bounded);
+  higher S (2C, 4C, ...; the smaller K are marked "inferred"). Every capacity gets a probe of
+  its own at its S: when no larger K is bounded, C itself is probed, and if, unexpectedly, it is
+  not bounded, the search goes on below it (between the largest inferred K under C, or 0, and
+  C), so one unlucky probe costs a bisection step, not half the capacity;
 - a time budget: a probe whose estimated time would end the sweep after `deadline` is skipped
-  (marked "skipped: time budget"), and the capacity it would have refined is marked as such.
+  (marked "skipped: time budget"), and the search stops there: the capacity is the largest K
+  bounded so far (marked as such in the report).
 """
 
 from __future__ import annotations
@@ -91,37 +94,48 @@ class Runner:
     def sweep(self, kind: str, fps: float, known_capacity: int = 0) -> Sweep:
         """Capacity of `kind` at `fps`; `known_capacity`: capacity at a higher S (0: none)."""
         result = Sweep(kind, fps)
-        bounded_at, failed, measured = known_capacity, None, set()
+        measured: set[int] = set()  # K bounded at this S by a probe of its own
+        lower, upper = known_capacity, None  # largest bounded K, smallest unbounded K
         steps = doubling(1, self.max_cameras)
         if known_capacity:
-            result.inferred = [k for k in steps if k <= known_capacity]
+            result.inferred = [k for k in steps if k < known_capacity] + [known_capacity]
             steps = [k for k in doubling(known_capacity, self.max_cameras) if k > known_capacity]
-        for cameras in steps:
+        for cameras in steps:  # grow until a K is not bounded
             bounded = self._try(result, cameras)
             if bounded is None:
-                break
+                return self._done(result, lower, upper, measured)
             if not bounded:
-                failed = cameras
+                upper = cameras
                 break
-            bounded_at = cameras
+            lower = cameras
             measured.add(cameras)
-        if failed is not None and bounded_at and failed - bounded_at >= 2:
-            middle = (bounded_at + failed) // 2
-            if self._try(result, middle):
-                bounded_at = middle
-                measured.add(middle)
-        # every capacity gets a probe of its own at this S: confirm one taken from a higher S
-        while bounded_at and bounded_at not in measured:
-            bounded = self._try(result, bounded_at)
+        while True:
+            while upper is not None and upper - lower > 1:  # bisect
+                middle = (lower + upper) // 2
+                bounded = self._try(result, middle)
+                if bounded is None:
+                    return self._done(result, lower, upper, measured)
+                if bounded:
+                    lower = middle
+                    measured.add(middle)
+                else:
+                    upper = middle
+            if lower == 0 or lower in measured:
+                return self._done(result, lower, upper, measured)
+            # the capacity was inferred from a higher S: it gets a probe of its own
+            bounded = self._try(result, lower)
             if bounded is None:
-                break
+                return self._done(result, lower, upper, measured)
             if bounded:
-                measured.add(bounded_at)
-            else:
-                bounded_at //= 2
-        result.inferred = [k for k in result.inferred if k not in measured]
-        result.capacity = bounded_at
-        result.at_cap = failed is None and bounded_at == self.max_cameras
+                measured.add(lower)
+            else:  # unexpectedly not: search below it, from the next inferred K
+                upper = lower
+                lower = max((k for k in result.inferred if k < upper), default=0)
+
+    def _done(self, result: Sweep, lower: int, upper: int | None, measured: set[int]) -> Sweep:
+        result.inferred = [k for k in result.inferred if k not in measured and k <= lower]
+        result.capacity = lower
+        result.at_cap = upper is None and lower == self.max_cameras
         return result
 
     def run(self, kinds: list[str], fps_values: list[float]) -> list[Sweep]:

@@ -83,3 +83,18 @@ def test_pose_sequence_bytes_per_fragment_and_window(captures, models):
         assert figures["pickle_gzip_bytes_per_frame"] > 0
         assert figures["parquet_to_pickle_gzip_ratio"] == pytest.approx(
             figures["parquet_bytes_per_frame"] / figures["pickle_gzip_bytes_per_frame"])
+
+
+def test_unit_costs_are_cpu_seconds_per_unit(tiny_clip, models):
+    from bench.unit_costs import unit_costs
+
+    result = unit_costs(tiny_clip, models, pose_frames=3)
+    json.dumps(result)
+    assert result["frames_decoded"] == FRAMES and result["keyframes"] == 3
+    assert result["clip_fps"] == pytest.approx(15, abs=0.1)
+    assert result["pose_frames"] == 3 and (result["width_px"], result["height_px"]) == (160, 96)
+    assert 0.0 <= result["person_fraction"] <= 1.0  # stripes: nobody, most likely
+    cpu = result["cpu_seconds"]
+    assert set(cpu) == {"decode_frame", "keyframe", "rgb_frame", "pose_frame", "jpeg_frame"}
+    assert all(0 <= value < 1.0 for value in cpu.values())
+    assert cpu["pose_frame"] > 0  # the model always costs something

@@ -13,7 +13,7 @@ import av
 import pytest
 from PIL import Image
 
-from bench.naive import Sampler, parse_args
+from bench.naive import PATH, Sampler, parse_args
 from consumer.sinks.replay import read_all_records
 from infra.local.limits import Limits
 from infra.local.stack import LocalStack
@@ -126,6 +126,13 @@ def test_naive_consumer_one_put_record_and_put_object_per_analysed_frame(
     assert calls["kinesisvideo:GetDataEndpoint"] == calls["kinesis-video-media:GetMedia"]
     assert stats["persons"] == sum(r["PersonCount"] for r in records) > 0
     assert stats["elapsed_seconds"] > 0 and stats["cpu_seconds"] > 0
+    stages = stats["stage_times"]  # the comparable per-stage breakdown
+    assert {stage: stages[stage]["count"] for stage in PATH if stage != "arrival"} == \
+        dict.fromkeys(PATH[1:], expected)
+    assert stages["decode_frame"]["count"] == len(seconds)
+    # a fragment is timed when the next one starts: every fragment but the last (6 keyframes)
+    assert stages["arrival"]["count"] == stages["decode"]["count"] == 5
+    assert 0 < stages["decode_frame"]["p50"] < stages["decode"]["p50"]
 
     assert {r["PartitionKey"] for r in raw} == {STREAM}
     times = [r["ProducerTime"] for r in records]

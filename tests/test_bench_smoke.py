@@ -35,7 +35,7 @@ def smoke_outputs(tmp_path_factory, captures, models) -> Path:
 def test_results_json_is_well_formed(smoke_outputs):
     results = json.loads((smoke_outputs / "results.json").read_text())
     for key in ("parameters", "machine", "clip", "micro", "sweeps", "rows", "ratios",
-                "total_seconds", "definitions"):
+                "total_seconds", "definitions", "breakdown"):
         assert key in results, key
     assert results["parameters"]["smoke"] is True
     assert isinstance(results["machine"]["cores"], int) and results["machine"]["cpu_model"]
@@ -58,6 +58,18 @@ def test_results_json_is_well_formed(smoke_outputs):
     assert micro["decode"]["every_frame"]["frames_per_cpu_second"] > 0
     assert micro["reader"]["chunked_64kib_mb_per_s"] > 0
     assert "parquet_bytes_per_frame" in micro["pose_sequence"]["per_fragment"]
+    assert micro["unit_costs"]["cpu_seconds"]["pose_frame"] > 0
+    for row in results["rows"]:  # the physical limit beside each capacity
+        assert row["limit"]["cameras"] > 0 and row["capacity_to_limit"] > 0
+    # where the latency goes: both consumers measured their stages in the probe compared
+    (compared,) = results["breakdown"].values()  # one S in a smoke run
+    for kind, path in (("ours", ("arrival", "decode", "queue_wait", "batch_wait", "inference",
+                                 "handler_wait", "record_build", "kds_linger", "kds_call")),
+                       ("naive", ("arrival", "queue_wait", "inference", "record_build",
+                                  "s3_call", "kds_call"))):
+        stages = compared[kind]["stages"]
+        assert all(stages[name]["count"] > 0 for name in path), (kind, stages)
+        assert compared[kind]["latency_p50_s"] > 0 and compared[kind]["path_p50_sum_s"] > 0
 
 
 @pytest.mark.slow
@@ -71,6 +83,10 @@ def test_markdown_has_a_row_per_consumer(smoke_outputs):
         assert len(rows) == 1, name
         assert rows[0].count("|") == columns
     assert "| micro-benchmark | figure |" in text
+    assert lines[0].startswith("| consumer | S (fps/camera) | capacity K | limit K | "
+                               "capacity / limit |")
+    assert "\nPer-stage latency at S=" in text
+    assert "| **end to end p50** (measured) |" in text
 
 
 @pytest.mark.slow

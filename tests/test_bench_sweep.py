@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
+from bench import sweep as sweep_module
 from bench.metrics import summarise
 from bench.sweep import Runner, doubling
 
@@ -30,26 +33,53 @@ def test_doubling_clips_the_last_step():
     assert doubling(12, 16) == [12, 16]
 
 
-def test_doubling_then_one_bisection_step_highest_fps_first():
+def test_doubling_then_bisection_to_one_camera_highest_fps_first():
     sweeps, ran = sweep({("ours", 2.0): 11, ("ours", 1.0): 14,
                          ("naive", 2.0): 5, ("naive", 1.0): 7})
-    assert ran[:6] == [("ours", 2.0, k) for k in (1, 2, 4, 8, 16, 12)]
-    assert sweeps[("ours", 2.0)].capacity == 8  # 12 failed: one bisection step only
-    assert sweeps[("naive", 2.0)].capacity == 4  # 1, 2, 4, 8 failed, 6 failed
-    # at S=1 the doubling continues from the capacity at S=2: 16 fails, bisect to 12
-    assert [k for kind, fps, k in ran if (kind, fps) == ("ours", 1.0)] == [16, 12]
-    assert sweeps[("ours", 1.0)].capacity == 12
-    assert sweeps[("ours", 1.0)].inferred == [1, 2, 4, 8]
-    assert [k for kind, fps, k in ran if (kind, fps) == ("naive", 1.0)] == [8, 6]
-    assert sweeps[("naive", 1.0)].capacity == 6
+    assert ran[:8] == [("ours", 2.0, k) for k in (1, 2, 4, 8, 16, 12, 10, 11)]
+    assert sweeps[("ours", 2.0)].capacity == 11
+    assert [k for kind, fps, k in ran if (kind, fps) == ("naive", 2.0)] == [1, 2, 4, 8, 6, 5]
+    assert sweeps[("naive", 2.0)].capacity == 5
+    # at S=1 the doubling continues from the capacity at S=2, then bisects between 11 and 16
+    assert [k for kind, fps, k in ran if (kind, fps) == ("ours", 1.0)] == [16, 13, 14, 15]
+    assert sweeps[("ours", 1.0)].capacity == 14
+    assert sweeps[("ours", 1.0)].inferred == [1, 2, 4, 8, 11]
+    assert [k for kind, fps, k in ran if (kind, fps) == ("naive", 1.0)] == [10, 7, 8]
+    assert sweeps[("naive", 1.0)].capacity == 7
+
+
+@pytest.mark.parametrize("high", range(17))
+def test_every_capacity_is_found_exactly(high):
+    """Whatever the capacities (the lower S's at least the higher S's), no halving, no guess."""
+    for low in sorted({high, min(16, high + 1), min(16, high + 5), 16}):
+        sweeps, ran = sweep({("ours", 2.0): high, ("ours", 1.0): low,
+                             ("naive", 2.0): high, ("naive", 1.0): low})
+        for kind in ("ours", "naive"):
+            assert sweeps[(kind, 2.0)].capacity == high
+            assert sweeps[(kind, 1.0)].capacity == low
+            assert sweeps[(kind, 2.0)].at_cap == (high == 16)
+            # every capacity was measured at its own S
+            assert not high or (kind, 2.0, high) in ran
+            assert not low or (kind, 1.0, low) in ran
+        assert len(ran) <= 2 * (5 + 4 + 5 + 4)  # doubling + bisection, twice per consumer
 
 
 def test_a_capacity_from_a_higher_fps_is_probed_when_nothing_larger_is_bounded():
-    sweeps, ran = sweep({("ours", 2.0): 8, ("ours", 1.0): 9,
+    sweeps, ran = sweep({("ours", 2.0): 8, ("ours", 1.0): 8,
                          ("naive", 2.0): 0, ("naive", 1.0): 0})
-    assert [k for kind, fps, k in ran if (kind, fps) == ("ours", 1.0)] == [16, 12, 8]
-    assert sweeps[("ours", 1.0)].capacity == 8
+    assert [k for kind, fps, k in ran if (kind, fps) == ("ours", 1.0)] == [16, 12, 10, 9, 8]
+    assert sweeps[("ours", 1.0)].capacity == 8 and sweeps[("ours", 1.0)].inferred == [1, 2, 4]
     assert sweeps[("naive", 2.0)].capacity == 0 and ("naive", 2.0, 2) not in ran
+
+
+def test_an_unexpected_failure_at_a_lower_fps_bisects_below_instead_of_halving():
+    sweeps, ran = sweep({("ours", 2.0): 6, ("ours", 1.0): 5,
+                         ("naive", 2.0): 6, ("naive", 1.0): 6})
+    assert [k for kind, fps, k in ran if (kind, fps) == ("ours", 2.0)] == [1, 2, 4, 8, 6, 7]
+    # 6 was bounded at S=2 and is not at S=1: bisect between 4 (inferred) and 6
+    assert [k for kind, fps, k in ran if (kind, fps) == ("ours", 1.0)] == [12, 9, 7, 6, 5]
+    assert sweeps[("ours", 1.0)].capacity == 5 and sweeps[("ours", 1.0)].inferred == [1, 2, 4]
+    assert sweeps[("naive", 1.0)].capacity == 6
 
 
 def test_the_cap_and_the_time_budget():
@@ -59,6 +89,22 @@ def test_the_cap_and_the_time_budget():
     sweeps, ran = sweep({("ours", 2.0): 3, ("ours", 1.0): 3, ("naive", 2.0): 3,
                          ("naive", 1.0): 3}, budget=0.0)
     assert ran == [] and sweeps[("ours", 2.0)].skipped == [1]
+
+
+def test_the_budget_stops_a_bisection_with_the_largest_k_bounded_so_far(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(sweep_module.time, "monotonic", lambda: clock[0])
+    ran: list = []
+    probe = fake_probe({("ours", 2.0): 2}, ran)
+
+    def slow_probe(p):
+        clock[0] += 30.0  # each probe takes 30 s; one is estimated at 14 s (duration 0)
+        return probe(p)
+
+    runner = Runner(slow_probe, duration=0.0, max_cameras=16, deadline=100.0, log=lambda _: None)
+    result = runner.sweep("ours", 2.0)
+    assert ran == [("ours", 2.0, k) for k in (1, 2, 4)]  # 3 would end at 104 s: skipped
+    assert result.capacity == 2 and result.skipped == [3] and not result.at_cap
 
 
 def synthetic_raw(cameras: int, fps: float, service_share: float, seconds: float = 21.0,

@@ -147,6 +147,29 @@ def test_the_keeper_renews_checkpoints_and_fences_on_its_own_clock(dynamodb, tab
     assert lease_table.lease(arn).checkpoint == BIG  # never written again
 
 
+def test_the_keeper_times_each_checkpoint_until_a_write_covers_it(dynamodb, table, arn):
+    from consumer.pipeline.stage_times import CHECKPOINT_WAIT, StageTimes
+
+    clock, times = Clock(), StageTimes()
+    lease_table = LeaseTable(dynamodb, table, "worker-a")
+    keeper = LeaseKeeper(lease_table, lease_seconds=3.0, min_interval=1.0, clock=clock,
+                         stage_times=times)
+    lease_table.create(arn, "cam")
+    keeper.adopt(lease_table.take(lease_table.lease(arn)), clock())
+    keeper.checkpoint(arn, BIG)
+    keeper.tick()  # written at once: waited 0 s
+    keeper.checkpoint(arn, BIG + 1)
+    clock.now += 0.4
+    keeper.checkpoint(arn, BIG + 2)
+    clock.now += 0.3
+    keeper.tick()  # within min_interval of the last write: not yet
+    clock.now += 0.4
+    keeper.tick()  # one write covers both: they waited 1.1 s and 0.7 s
+    assert lease_table.lease(arn).checkpoint == BIG + 2 and keeper.writes == 2
+    figures = times.snapshot()[CHECKPOINT_WAIT]
+    assert figures["count"] == 3 and figures["max"] == pytest.approx(1.1)
+
+
 def test_the_keeper_reports_a_lease_taken_by_another_worker(dynamodb, table, arn):
     clock = Clock()
     a = LeaseTable(dynamodb, table, "worker-a")

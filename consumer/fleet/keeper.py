@@ -11,6 +11,8 @@
   paused or partitioned process must assume another has taken it). `holds()` says whether a
   stream may still emit; lost streams are reported once by `take_lost()` and never
   checkpointed again until won back.
+- Stage times (`stage_times`): for every `checkpoint()` call, how long until a checkpoint write
+  covering it succeeded (the latest wins, so one write may cover several calls).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from consumer.fleet.lease_table import Lease, LeaseLost, LeaseTable
+from consumer.pipeline.stage_times import CHECKPOINT_WAIT, StageTimes
 
 log = logging.getLogger(__name__)
 WRITERS = 8  # lease writes in flight at once
+MAX_ASKED = 64  # checkpoint() times kept per lease between writes (beyond: not timed)
 
 
 @dataclass
@@ -38,14 +42,16 @@ class HeldLease:
     checkpoint: int | None
     pending: tuple[int, float | None] | None = None  # (fragment number, producer time)
     last_checkpoint_write: float = 0.0
+    asked: list[float] = field(default_factory=list)  # clock() of checkpoint() calls not written
     lost: bool = False
     writing: threading.Lock = field(default_factory=threading.Lock)  # one write at a time
 
 
 class LeaseKeeper:
     def __init__(self, table: LeaseTable, lease_seconds: float, min_interval: float = 1.0,
-                 clock=time.monotonic):
+                 clock=time.monotonic, stage_times: StageTimes | None = None):
         self.table = table
+        self.times = stage_times if stage_times is not None else StageTimes()
         self.lease_seconds = lease_seconds
         self.renew_every = lease_seconds / 3
         self.min_interval = min_interval
@@ -95,6 +101,8 @@ class LeaseKeeper:
             held = self._held.get(stream_arn)
             if held is not None and not held.lost:
                 held.pending = (fragment_number, producer_time)
+                if len(held.asked) < MAX_ASKED:
+                    held.asked.append(self.clock())
 
     def take_lost(self) -> list[str]:
         """Streams lost since the last call (each reported once, then forgotten)."""
@@ -182,7 +190,8 @@ class LeaseKeeper:
         if held.lost:
             return
         now = self.clock()
-        pending = held.pending
+        with self._lock:
+            pending, asked = held.pending, len(held.asked)
         checkpoint_due = pending is not None and (
             force or now - held.last_checkpoint_write >= self.min_interval)
         if not checkpoint_due and now - held.renewed < self.renew_every:
@@ -211,8 +220,14 @@ class LeaseKeeper:
                 held.checkpoint = pending[0]
                 self.saved[held.stream_arn] = pending[0]
                 self.writes += 1
+                covered = held.asked[:asked]
+                del held.asked[:asked]
             else:
                 self.renewals += 1
+        if checkpoint_due:
+            written = self.clock()
+            for at in covered:
+                self.times.add(CHECKPOINT_WAIT, written - at)
 
     def _mark_lost(self, held: HeldLease) -> None:
         with self._lock:

@@ -14,7 +14,8 @@ its environment:
 `auto` is one process per CPU core for pose, one per GPU for yolo (at least 1).
 
 With `--stats-file FILE`, each child writes FILE.<i> and the parent then writes FILE: every
-stream's row (with the worker that held it last), API calls summed, and each child's whole.
+stream's row (with the worker that held it last), API calls summed, stage times merged (their
+histograms add up), and each child's whole.
 
 Signals: SIGTERM/SIGINT are forwarded to every child (which drains and checkpoints); the parent
 waits for all and exits 0 when every child exited 0, else with the highest child status (1 when
@@ -40,6 +41,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from consumer.pipeline.stage_times import merge
 
 log = logging.getLogger("consumer.processes")
 
@@ -158,7 +161,9 @@ def run_processes(config_path: str, processes: int | str, stats_file: str | None
 
 
 def merge_stats(stats_file: str, count: int) -> None:
-    """FILE from the children's FILE.<i>: their streams, summed API calls, and each one whole."""
+    """FILE from the children's FILE.<i>: their streams, summed API calls, merged stage times,
+    and each one whole."""
+
     children = []
     for i in range(count):
         path = Path(f"{stats_file}.{i}")
@@ -172,6 +177,7 @@ def merge_stats(stats_file: str, count: int) -> None:
                           for child in children for name, row in child.get("streams", {}).items()},
               "api_calls": calls,
               "checkpoint_writes": sum(child.get("checkpoint_writes", 0) for child in children),
+              "stage_times": merge(child.get("stage_times") for child in children),
               "processes": children}
     Path(stats_file).write_text(json.dumps(merged, indent=1))
 

@@ -6,6 +6,11 @@ each result goes back by that session's key through `route`, to be handled on th
 thread. A batch is up to `batch_size` frames or whatever arrived within `batch_wait_ms` of the
 first, so a GPU processor gets many cameras' frames in one call while a lone camera is not held
 back.
+
+Stage times (`consumer.pipeline.stage_times`), per analysed frame: queue wait (the request's
+`enqueued` -> taken into a batch), batch wait (taken -> the batch closed), inference (the batch's
+processor call); per batch the call's cost per frame. Each result carries the time it was routed,
+so the session can tell how long it waited to be handled.
 """
 
 from __future__ import annotations
@@ -17,6 +22,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from consumer.pipeline.stage_times import (
+    BATCH_WAIT,
+    INFERENCE,
+    INFERENCE_FRAME,
+    QUEUE_WAIT,
+    StageTimes,
+)
 from processors.base import FrameResult, Processor
 from processors.frames import VideoFrame
 
@@ -28,12 +40,14 @@ class AnalysisRequest:
     session: int  # the key results are routed back by
     frame: VideoFrame
     stale_after: float | None = None  # wall-clock time after which it is skipped (real-time)
+    enqueued: float = 0.0  # time.perf_counter() when the frame was ready for the queue; 0: unknown
 
 
 @dataclass(frozen=True, slots=True)
 class Analysed:
     frame: VideoFrame
     result: FrameResult
+    routed: float = 0.0  # time.perf_counter() when it was sent back; 0: unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +63,9 @@ Route = Callable[[int, object], None]  # (session key, Analysed | NotAnalysed)
 
 class Analyzer:
     def __init__(self, processor: Processor, work: queue.Queue, route: Route, batch_size: int,
-                 batch_wait_ms: float):
+                 batch_wait_ms: float, stage_times: StageTimes | None = None):
         self.processor = processor
+        self.times = stage_times if stage_times is not None else StageTimes()
         self.work = work
         self.route = route
         self.batch_size = min(batch_size, processor.max_batch)
@@ -99,6 +114,7 @@ class Analyzer:
         except queue.Empty:
             return []
         batch = [first]
+        taken = [time.perf_counter()]  # when each request left the queue
         deadline = time.monotonic() + self.batch_wait
         while len(batch) < self.batch_size:
             remaining = deadline - time.monotonic()
@@ -107,14 +123,19 @@ class Analyzer:
                              else self.work.get_nowait())
             except queue.Empty:
                 break
+            taken.append(time.perf_counter())
         self._taken = len(batch)
+        closed = time.perf_counter()
         now = time.time()
         fresh = []
-        for request in batch:
+        for request, at in zip(batch, taken):
             if request.stale_after is not None and now > request.stale_after:
                 self.route(request.session, NotAnalysed(request.frame, "stale"))
             else:
                 fresh.append(request)
+                if request.enqueued:
+                    self.times.add(QUEUE_WAIT, at - request.enqueued)
+                self.times.add(BATCH_WAIT, closed - at)
         return fresh
 
     def _analyse(self, batch: list[AnalysisRequest]) -> None:
@@ -127,9 +148,13 @@ class Analyzer:
             for request in batch:
                 self.route(request.session, NotAnalysed(request.frame, "failed"))
             return
-        self.busy_seconds += time.perf_counter() - started
+        routed = time.perf_counter()
+        call = routed - started
+        self.busy_seconds += call
+        self.times.add(INFERENCE, call, count=len(batch))  # every frame waited the whole call
+        self.times.add(INFERENCE_FRAME, call / len(batch))
         self.batches += 1
         self.frames += len(batch)
         self.mixed_batches += len({r.frame.source.stream_arn for r in batch}) > 1
         for request, result in zip(batch, results, strict=True):  # the Processor contract
-            self.route(request.session, Analysed(request.frame, result))
+            self.route(request.session, Analysed(request.frame, result, routed))

@@ -11,6 +11,7 @@ holds from before a restart (`delivered`, read back at the session's start) are 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from consumer.config import FrameSelection, S3Output, StreamSettings
 from consumer.formats import annotate, pose_sequence, records, s3_layout
 from consumer.pipeline.ledger import FragmentTicket
 from consumer.pipeline.pose_windows import PoseWindows
+from consumer.pipeline.stage_times import JPEG_ENCODE, StageTimes
 from processors.base import FrameResult
 from processors.frames import VideoFrame
 
@@ -46,8 +48,9 @@ class OutputStage:
     def __init__(self, processor: ProcessorInfo, kinesis, s3=None,
                  s3_config: S3Output | None = None,
                  fetch: Callable[[str], bytes | None] | None = None,
-                 delivered: set[str] | None = None):
+                 delivered: set[str] | None = None, stage_times: StageTimes | None = None):
         self.processor = processor
+        self.times = stage_times if stage_times is not None else StageTimes()
         self.kinesis = kinesis  # put(data, partition_key, on_done)
         self.s3 = s3  # put(key, body, content_type, metadata, on_done)
         self.s3_config = s3_config
@@ -73,8 +76,10 @@ class OutputStage:
             key = s3_layout.frame_key(self.s3_config.prefix, source)
             quality = self.s3_config.jpeg_quality
             annotated = bool(settings.annotate and result.persons)
+            began = time.perf_counter()
             body = (annotate.annotated_jpeg(frame.image, result.persons, quality) if annotated
                     else annotate.encode_jpeg(frame.image, quality))
+            self.times.add(JPEG_ENCODE, time.perf_counter() - began)
             ticket.output_added()
             self.s3.put(key, body, "image/jpeg", s3_layout.object_metadata(source),
                         ticket.output_done)

@@ -25,6 +25,9 @@ Contract of `KinesisRecordWriter`:
   PutRecords call; otherwise it gets on_done(False) (counted in `fenced`). A stream session
   passes its own "do I still own the stream?", so a worker that lost a stream, or a session that
   was replaced, stops emitting even the records it queued before it knew.
+- Stage times (`stage_times`): per record sent, how long it waited from `put()` to the start of
+  its PutRecords call (a retried record: to the call that sends it again) and that call's
+  duration.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 
 from consumer.cloud.backoff import Backoff
+from consumer.pipeline.stage_times import KDS_CALL, KDS_LINGER, StageTimes
 from consumer.sinks.batch_queue import (
     MAX_BATCH_BYTES,
     MAX_BATCH_RECORDS,
@@ -77,7 +81,8 @@ class KinesisRecordWriter:
     def __init__(self, client, stream_name: str, linger_ms: float = 200.0,
                  max_retries: int | None = None, backoff: Backoff | None = None, *,
                  max_buffered_records: int = 10_000,
-                 max_buffered_bytes: int = 64 * 1024 * 1024, careful_seconds: float = 1.0):
+                 max_buffered_bytes: int = 64 * 1024 * 1024, careful_seconds: float = 1.0,
+                 stage_times: StageTimes | None = None):
         self._client = client
         self.stream_name = stream_name
         self._linger = linger_ms / 1000.0
@@ -94,6 +99,7 @@ class KinesisRecordWriter:
         self._resume_at = 0.0  # monotonic time before which no call is made (slow-down)
         self._streak = 0  # consecutive calls with throttling or errors
         self._stats = WriterStats()
+        self._times = stage_times if stage_times is not None else StageTimes()
         self._thread = threading.Thread(target=self._run, name=f"kds-writer-{stream_name}",
                                         daemon=True)
         self._thread.start()
@@ -221,7 +227,7 @@ class KinesisRecordWriter:
     def _put_records(self, batch: list[Entry]) -> list[tuple[Callable[[bool], None], bool]]:
         records = [{"Data": e.data, "PartitionKey": e.key} for e in batch]
         try:
-            response = self._client.put_records(StreamName=self.stream_name, Records=records)
+            response = self._timed_put_records(batch, records)
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "")
             kind = "throttle" if code in THROTTLE_CODES else "error"
@@ -242,6 +248,15 @@ class KinesisRecordWriter:
         if len(outcomes) != len(batch):  # never expected; retry what we cannot account for
             outcomes += [("error", "MissingResult")] * (len(batch) - len(outcomes))
         return self._settle(batch, outcomes, time.monotonic(), call=True, partial=True)
+
+    def _timed_put_records(self, batch: list[Entry], records: list[dict]) -> dict:
+        started = time.monotonic()
+        for entry in batch:
+            self._times.add(KDS_LINGER, started - entry.enqueued)
+        try:
+            return self._client.put_records(StreamName=self.stream_name, Records=records)
+        finally:
+            self._times.add(KDS_CALL, time.monotonic() - started, len(batch))
 
     def _settle(self, batch: list[Entry], outcomes: list[tuple[str, str | None]], now: float,
                 call: bool = False, partial: bool = False

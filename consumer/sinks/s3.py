@@ -12,12 +12,14 @@ Contract of `S3ObjectWriter`:
   outage delays the checkpoint, it never freezes it; the full queue is the backpressure), or
   up to `extra_attempts`. Errors that a retry cannot fix (no such bucket, access denied) fail at
   once. `close()` stops the retrying.
+- Stage times (`stage_times`): the duration of every PutObject call, failed ones included.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.cloud.backoff import Backoff
 from consumer.formats.s3_layout import check_metadata
+from consumer.pipeline.stage_times import S3_CALL, StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ class S3ObjectWriter:
 
     def __init__(self, client, bucket: str, concurrency: int = 8, *,
                  max_queued: int | None = None, extra_attempts: int | None = None,
-                 backoff: Backoff | None = None):
+                 backoff: Backoff | None = None, stage_times: StageTimes | None = None):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._client = client
@@ -73,6 +76,7 @@ class S3ObjectWriter:
         self._closed = False
         self._abort = threading.Event()  # set when close() gives up: stop retrying
         self._stats = UploadStats()
+        self._times = stage_times if stage_times is not None else StageTimes()
 
     def put(self, key: str, body: bytes, content_type: str, metadata: Mapping[str, str],
             on_done: Callable[[bool], None]) -> None:
@@ -145,8 +149,7 @@ class S3ObjectWriter:
         attempt = 0
         while not self._abort.is_set():
             try:
-                self._client.put_object(Bucket=self.bucket, Key=key, Body=body,
-                                        ContentType=content_type, Metadata=metadata)
+                self._timed_put(key, body, content_type, metadata)
                 return True
             except (ClientError, BotoCoreError) as err:
                 attempt += 1
@@ -168,3 +171,12 @@ class S3ObjectWriter:
                     with self._cond:
                         self._stats.retrying -= 1
         return False
+
+    def _timed_put(self, key: str, body: bytes, content_type: str,
+                   metadata: dict[str, str]) -> None:
+        began = time.perf_counter()
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                    ContentType=content_type, Metadata=metadata)
+        finally:
+            self._times.add(S3_CALL, time.perf_counter() - began)

@@ -16,6 +16,11 @@ Two threads, both the session's own:
   (the session's ports bring them back here). So the ledger, tracker, events and outputs are
   only ever touched on this thread, and what crosses to the shared stages is data.
 
+Stage times (`consumer.pipeline.stage_times`, the shared recorder in `SharedStages`): the reader
+records each fragment's arrival and decode, and stamps each frame as it is submitted; the handler
+records how long results and acknowledgements waited in its inbox and how long an analysed frame
+took to turn into outputs.
+
 `stop()` drains: reading stops, frames already queued are analysed and delivered, pose windows
 and owed clips are written, and completed fragments are checkpointed. `abandon()` (lease lost)
 stops at once and emits nothing more. An unexpected error in either thread ends the session
@@ -41,6 +46,15 @@ from consumer.pipeline.decode import DecodeError, StreamDecoder
 from consumer.pipeline.event_stage import EventStage
 from consumer.pipeline.ledger import FragmentLedger, FragmentTicket
 from consumer.pipeline.outputs import OutputStage, ProcessorInfo
+from consumer.pipeline.stage_times import (
+    ACK_WAIT,
+    ARRIVAL,
+    DECODE,
+    DECODE_FRAME,
+    HANDLER_WAIT,
+    RECORD_BUILD,
+    StageTimes,
+)
 from consumer.sinks.replay import delivered_record_ids
 from consumer.wire import Fragment
 from processors.frames import VideoFrame
@@ -103,6 +117,7 @@ class SharedStages:
     processor: ProcessorInfo
     checkpoint: Callable[[str, int, float | None], None]  # (arn, fragment, producer time)
     holds: Callable[[str], bool]  # does this worker still hold the stream's lease? (the fence)
+    stage_times: StageTimes | None = None  # the worker's recorder (None: the session's own)
 
 
 @dataclass(frozen=True)
@@ -125,6 +140,7 @@ class _FragmentRead:
 class _Settle:
     on_done: Callable[[bool], None]
     ok: bool
+    posted: float = 0.0  # time.perf_counter() of the writer's acknowledgement
 
 
 _READER_DONE = object()
@@ -144,7 +160,8 @@ class _Port:
     def put(self, *args) -> None:
         *payload, on_done = args
         post = self._post
-        self._writer.put(*payload, lambda ok: post(_Settle(on_done, ok)), **self._extra)
+        self._writer.put(*payload, lambda ok: post(_Settle(on_done, ok, time.perf_counter())),
+                         **self._extra)
 
 
 class StreamSession:
@@ -165,11 +182,12 @@ class StreamSession:
         self.retired = False  # the supervisor has closed it and dealt with its end
         self.inbox: queue.Queue = queue.Queue()
         self.ledger = FragmentLedger(arn, self._completed, self._fragment_analysed)
+        self.times = stages.stage_times if stages.stage_times is not None else StageTimes()
         self._abandoned = False
         kinesis = _Port(stages.kinesis, self.inbox.put, self._may_emit)
         s3 = _Port(stages.s3, self.inbox.put) if stages.s3 is not None else None
         self.outputs = OutputStage(stages.processor, kinesis, s3, config.outputs.s3,
-                                   self._fetch_object)
+                                   self._fetch_object, stage_times=self.times)
         info = stages.processor
         self.events = EventStage.for_stream(
             name, config.events, {"Name": info.name, "Model": info.model,
@@ -308,12 +326,18 @@ class StreamSession:
         stats.fragments += 1
         stats.last_fragment = fragment.fragment_number
         stats.millis_behind_now = fragment.millis_behind_now
+        last_frame = _last_frame_time(fragment)
+        if last_frame is not None:  # the fragment was read just now, whole
+            self.times.add(ARRIVAL, time.time() - last_frame)
+        decoded_before = self._decoder.frames_decoded
+        began = time.perf_counter()
         try:
             frames = self._decoder.decode(fragment)
         except DecodeError as err:
             self._decode_trouble(str(err), "skipping the fragment")
             frames = []
         else:
+            self._decode_times(time.perf_counter() - began, decoded_before)
             if self._decoder.damage is not None:
                 self._decode_trouble(
                     f"stream {self.name}: fragment {fragment.fragment_number}: "
@@ -323,23 +347,30 @@ class StreamSession:
         for frame in frames:
             self._submit(frame)
 
+    def _decode_times(self, seconds: float, decoded_before: int) -> None:
+        self.times.add(DECODE, seconds)
+        decoded = self._decoder.frames_decoded - decoded_before
+        if decoded:
+            self.times.add(DECODE_FRAME, seconds / decoded)
+
     def _submit(self, frame: VideoFrame) -> None:
         self.stats.frames_queued += 1
         settings = self.settings
+        ready = time.perf_counter()  # the queue wait counts from here, waiting for room included
         if settings.policy is LagPolicy.REALTIME:
             stale_after = frame.source.producer_time + settings.max_lag_seconds
             try:
                 if time.time() > stale_after or not self._take_room(block=False):
                     raise queue.Full
                 try:
-                    self.work.put_nowait(AnalysisRequest(self.key, frame, stale_after))
+                    self.work.put_nowait(AnalysisRequest(self.key, frame, stale_after, ready))
                 except queue.Full:
                     self._settled()
                     raise
             except queue.Full:
                 self.inbox.put(NotAnalysed(frame, "skipped"))
             return
-        request = AnalysisRequest(self.key, frame)
+        request = AnalysisRequest(self.key, frame, enqueued=ready)
         taken = False
         while True:  # lossless: wait for room, but notice a stop
             try:
@@ -417,9 +448,15 @@ class StreamSession:
 
     def _dispatch(self, message: object) -> None:
         if isinstance(message, _Settle):
+            if message.posted:
+                self.times.add(ACK_WAIT, time.perf_counter() - message.posted)
             message.on_done(message.ok)
         elif isinstance(message, Analysed):
+            began = time.perf_counter()
+            if message.routed:
+                self.times.add(HANDLER_WAIT, began - message.routed)
             self._analysed(message.frame, message.result)
+            self.times.add(RECORD_BUILD, time.perf_counter() - began)
         elif isinstance(message, NotAnalysed):
             self._not_analysed(message)
         elif isinstance(message, _FragmentRead):
@@ -490,3 +527,11 @@ class StreamSession:
         except client.exceptions.NoSuchKey:
             return None
         return response["Body"].read()
+
+
+def _last_frame_time(fragment: Fragment) -> float | None:
+    """Producer time of the fragment's last video frame (its server timestamp without one)."""
+    video = fragment.video_frames()
+    if fragment.producer_timestamp is None or not video:
+        return fragment.server_timestamp
+    return fragment.producer_timestamp + max(fragment.frame_offset(f) for f in video)

@@ -13,6 +13,9 @@ analysis, write pose windows and clips, flush the writers, write the checkpoints
 fragment that became durable, then release the leases (owner cleared) so other workers take the
 streams at their next cycle instead of after an expiry. What did not make it is re-read after
 the checkpoint by whoever takes the stream next.
+
+Stage times: one recorder (`consumer.pipeline.stage_times`) shared by every stage of the worker,
+its snapshot in `stats()` (the `--stats-file`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from consumer.fleet.keeper import LeaseKeeper
 from consumer.fleet.lease_table import LeaseTable
 from consumer.pipeline.analysis import Analyzer
 from consumer.pipeline.outputs import ProcessorInfo
+from consumer.pipeline.stage_times import StageTimes
 from consumer.sinks.kinesis import KinesisRecordWriter
 from consumer.sinks.s3 import S3ObjectWriter
 from consumer.streams.session import SharedStages, Start, StreamSession
@@ -95,26 +99,29 @@ class StreamSupervisor:
         self.clients = clients or Clients.from_config(config)
         checkpoint = config.checkpoint
         self.worker_id = checkpoint.worker_id
+        self.stage_times = times = StageTimes()  # one for every stage of this worker
         self.table = LeaseTable(self.clients.dynamodb, checkpoint.table, self.worker_id)
         self.keeper = LeaseKeeper(self.table, checkpoint.lease_seconds,
-                                  checkpoint.min_interval_seconds)
+                                  checkpoint.min_interval_seconds, stage_times=times)
         self.coordinator = LeaseCoordinator(self.table, self.keeper, checkpoint.lease_seconds,
                                             checkpoint.max_streams)
         outputs = config.outputs
         self.kinesis = KinesisRecordWriter(self.clients.kinesis, outputs.kinesis.stream,
                                            linger_ms=outputs.kinesis.linger_ms,
-                                           max_retries=outputs.kinesis.max_retries)
+                                           max_retries=outputs.kinesis.max_retries,
+                                           stage_times=times)
         self.s3 = (S3ObjectWriter(self.clients.s3, outputs.s3.bucket,
-                                  concurrency=outputs.s3.upload_concurrency)
+                                  concurrency=outputs.s3.upload_concurrency, stage_times=times)
                    if outputs.s3 is not None else None)
         per_worker = max(1, config.processing.queue_frames // len(self.processors))
         self.analyzers = [
             Analyzer(each, queue.Queue(maxsize=per_worker), self._route,
-                     config.processing.batch_size, config.processing.batch_wait_ms)
+                     config.processing.batch_size, config.processing.batch_wait_ms,
+                     stage_times=times)
             for each in self.processors]
         self.stages = SharedStages(config, self.clients.kvs, self.clients.kinesis, self.kinesis,
                                    self.s3, self.clients.s3, ProcessorInfo.of(self.processors[0]),
-                                   self.keeper.checkpoint, self.keeper.holds)
+                                   self.keeper.checkpoint, self.keeper.holds, stage_times=times)
         self.sessions: dict[str, StreamSession] = {}  # by stream ARN; the last one of each
         self.restarts: dict[str, Restarts] = {}
         self.streams: dict[str, str] = {}  # ARN -> name of the streams the config selects
@@ -356,6 +363,7 @@ class StreamSupervisor:
             "s3": vars(self.s3.stats()) if self.s3 is not None else None,
             "checkpoint_writes": self.keeper.writes,
             "api_calls": self.clients.calls.snapshot(),
+            "stage_times": self.stage_times.snapshot(),  # seconds (stage_times.STAGES)
         }
 
 
