@@ -3,6 +3,7 @@ and the fragment tracker's ordering."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -96,6 +97,26 @@ def test_tracker_reports_completions_in_fragment_order():
     first.seal()
     first.frame_skipped()
     assert completed == [5, 10, 11]
+
+
+@pytest.mark.parametrize("fenced", [False, True])
+def test_a_failed_output_blocks_the_checkpoint_and_says_why(caplog, fenced):
+    """A delivery failure is an error; the same refusal after the lease was lost is the fence
+    at work (the next owner re-reads the fragment), said as such."""
+    completed: list[int] = []
+    ledger = FragmentLedger("arn", lambda t: completed.append(t.fragment_number))
+    ticket, after = ledger.begin(7), ledger.begin(8)
+    if fenced:
+        ledger.fence()
+    ticket.output_added()
+    ticket.seal()
+    after.seal()
+    with caplog.at_level(logging.INFO, logger="consumer.pipeline.ledger"):
+        ticket.output_done(False)
+    assert completed == [] and ledger.blocked_at == 7
+    (record,) = caplog.records
+    assert record.levelno == (logging.INFO if fenced else logging.ERROR)
+    assert ("left to the next owner" in record.message) == fenced
 
 
 @pytest.fixture

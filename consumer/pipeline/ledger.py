@@ -118,6 +118,7 @@ class FragmentLedger:
         self._tickets: deque[FragmentTicket] = deque()
         self._by_number: dict[int, FragmentTicket] = {}
         self.blocked_at: int | None = None  # the fragment whose outputs failed
+        self.fenced = False  # the stream is no longer ours: failures are expected, not errors
 
     def begin(self, fragment_number: int, producer_time: float | None = None) -> FragmentTicket:
         ticket = FragmentTicket(self, self.stream_arn, fragment_number, producer_time)
@@ -125,6 +126,11 @@ class FragmentLedger:
             self._tickets.append(ticket)
             self._by_number[fragment_number] = ticket
         return ticket
+
+    def fence(self) -> None:
+        """The stream's lease is lost: outputs refused or abandoned from now on are the fence
+        at work (the next owner re-reads the fragment), not a delivery failure."""
+        self.fenced = True
 
     def ticket(self, fragment_number: int) -> FragmentTicket | None:
         with self.lock:
@@ -149,9 +155,13 @@ class FragmentLedger:
                     break
                 if head.failed:
                     if self.blocked_at is None:
-                        log.error("stream %s: fragment %d has outputs that could not be "
-                                  "delivered; the checkpoint stays before it",
-                                  self.stream_arn, head.fragment_number)
+                        if self.fenced:
+                            log.info("stream %s: lease lost; fragment %d and later are left to "
+                                     "the next owner", self.stream_arn, head.fragment_number)
+                        else:
+                            log.error("stream %s: fragment %d has outputs that could not be "
+                                      "delivered; the checkpoint stays before it",
+                                      self.stream_arn, head.fragment_number)
                         self.blocked_at = head.fragment_number
                     break
                 queue.popleft()

@@ -228,6 +228,7 @@ class StreamSession:
     def abandon(self) -> None:
         """The lease is lost: stop now, emit nothing more, checkpoint nothing more."""
         self._abandoned = True
+        self.ledger.fence()
         self._phase = "lease lost"
         self.stop()
         self._quit.set()
@@ -244,7 +245,10 @@ class StreamSession:
 
     def _may_emit(self) -> bool:
         """The fence of this session's records: not abandoned, and the lease still held."""
-        return not self._abandoned and self.stages.holds(self.arn)
+        if not self._abandoned and self.stages.holds(self.arn):
+            return True
+        self.ledger.fence()
+        return False
 
     def post(self, message: object) -> None:
         """A result for this stream from a shared stage (the analysis router)."""
