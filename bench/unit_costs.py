@@ -113,6 +113,7 @@ def unit_costs(clip: Path, models_dir: Path, pose_frames: int = KEEP_PICTURES) -
     _, cpu, wall["jpeg"] = _cpu(jpegs)
     return {
         "clip": Path(clip).name, "clip_fps": clip_fps, "frames_decoded": decoded,
+        "frames_per_fragment": len(video) / len(fragments),
         "keyframes": keyframes, "pose_frames": len(frames),
         "width_px": images[0].shape[1], "height_px": images[0].shape[0],
         "cpu_seconds": {"decode_frame": decode_frame, "keyframe": keyframe,

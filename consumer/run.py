@@ -34,7 +34,7 @@ def build_processor(config: Config):
     from processors.pose import PoseProcessor
     if not processing.pose.enabled:
         raise ConfigError("processing.pose.enabled is false and no other processor is configured")
-    return PoseProcessor(processing.pose, max_batch=processing.batch_size)
+    return PoseProcessor(processing.pose)
 
 
 def build_processors(config: Config) -> list:

@@ -72,7 +72,7 @@ class PoseProcessor:
     name = "pose"
     landmark_set = "mediapipe-pose-33"
 
-    def __init__(self, config: Pose, *, max_batch: int = 32, model_path: Path | None = None):
+    def __init__(self, config: Pose, *, model_path: Path | None = None):
         """Load the model: `model_path`, else config.model found (or fetched) in models_dir."""
         import mediapipe as mp
         from mediapipe.tasks.python import BaseOptions, vision
@@ -82,7 +82,9 @@ class PoseProcessor:
         data = path.read_bytes()
         self.model = path.name
         self.model_version = f"mediapipe-{mp.__version__}+{hashlib.sha256(data).hexdigest()[:12]}"
-        self.max_batch = max_batch
+        # MediaPipe's landmarker takes one image a call: a batch would only make a frame wait
+        # for the ones after it before its result goes on (nothing is gained from batching)
+        self.max_batch = 1
         self.config = config
         self._mp = mp
         options = vision.PoseLandmarkerOptions(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.breakdown import breakdown, breakdown_markdown, choose
-from bench.limit import camera_second_cost, limit
+from bench.limit import camera_second_cost, decoded_per_second, limit
 from bench.report import capacity_rows, markdown
 
 UNITS = {"clip_fps": 15.0, "person_fraction": 0.5,
@@ -22,6 +22,16 @@ def test_a_camera_second_is_every_frame_decoded_and_s_frames_analysed():
     bound = limit(UNITS, 2.0, cores=2)
     assert bound["cameras"] == pytest.approx(2 / 0.168) and bound["cores"] == 2
     assert limit(None, 2.0, 2) is None and limit({}, 2.0, 2) is None
+
+
+def test_only_frames_up_to_each_fragments_last_sampled_one_count_as_decoded():
+    # 2 s fragments of 30 frames: at S = 1 frames 0 and 15 are sampled (16 decoded per
+    # fragment, 8 a second); at S = 2 frames 0, 7/8, 15, 22/23 (23 decoded: 11.5 a second)
+    units = {**UNITS, "frames_per_fragment": 30}
+    assert decoded_per_second(units, 1.0) == 8.0
+    assert decoded_per_second(units, 2.0) == 11.5
+    assert decoded_per_second(units, 15.0) == decoded_per_second(UNITS, 1.0) == 15.0
+    assert camera_second_cost(units, 1.0) == pytest.approx(8 * 0.004 + 0.054)
 
 
 def probe(kind, cameras, bounded, stage_p50=None, latency=1.0):

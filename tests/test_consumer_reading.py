@@ -81,6 +81,21 @@ def test_garbage_h264_is_reported_and_the_next_fragment_decodes(get_media_fragme
     assert len(decoder.decode(get_media_fragments[1])) == 4
 
 
+def test_fps_sampling_decodes_only_up_to_the_last_sampled_frame_and_hands_each_out_at_once(
+        get_media_fragments):
+    """At 1 frame/s a 2 s fragment of 60 frames gives frames 0 and 30: the codec sees 31
+    frames, not 60, and frame 0 comes out before the rest of the fragment is decoded."""
+    fragment = get_media_fragments[0]
+    decoder = StreamDecoder("cam", "arn:cam", Sampling(mode=SamplingMode.FPS, fps=1))
+    frames = decoder.frames(fragment)
+    first = next(frames)
+    assert first.source.frame_index == 0 and decoder.frames_decoded < 31
+    assert [f.source.frame_index for f in frames] == [30]
+    assert decoder.frames_decoded == 31 and len(fragment.video_frames()) == 60
+    everything = StreamDecoder("cam", "arn:cam", Sampling(mode=SamplingMode.ALL))
+    assert len(everything.decode(fragment)) == everything.frames_decoded == 60
+
+
 def test_tracker_reports_completions_in_fragment_order():
     completed: list[int] = []
     tracker = FragmentLedger("arn", lambda t: completed.append(t.fragment_number))

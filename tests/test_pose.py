@@ -96,10 +96,10 @@ def test_threshold_of_one_finds_nobody(model_path, frames, threshold):
 
 
 def test_identity_and_close(model_path, frames):
-    processor = PoseProcessor(Pose(models_dir=model_path.parent), max_batch=5)
+    processor = PoseProcessor(Pose(models_dir=model_path.parent))
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:12]
     import mediapipe
-    assert (processor.name, processor.model, processor.max_batch) == ("pose", POSE_MODEL, 5)
+    assert (processor.name, processor.model, processor.max_batch) == ("pose", POSE_MODEL, 1)
     assert processor.model_version == f"mediapipe-{mediapipe.__version__}+{digest}"
     processor.close()
     processor.close()  # idempotent

@@ -231,6 +231,28 @@ def test_records_whose_fence_closed_are_not_sent(kinesis):
     assert writer.stats().fenced == 10 and writer.stats().failures == 0
 
 
+def test_a_nudge_sends_what_is_queued_without_waiting_for_the_linger(kinesis):
+    """A fragment's records are all put: the session nudges, and they go at once in one call,
+    not after `linger_ms`; a record put after the nudge lingers again."""
+    name = new_stream(kinesis)
+    writer = KinesisRecordWriter(kinesis, name, linger_ms=60_000)
+    acks = Acks()
+    try:
+        for i in range(4):
+            writer.put(payload("cam-a", i), "cam-a", acks(i))
+        nudged = time.monotonic()
+        writer.nudge()
+        acks.wait(4, timeout=10)
+        assert time.monotonic() - nudged < 5
+        assert writer.stats().calls == 1
+        writer.put(payload("cam-a", 4), "cam-a", acks(4))
+        time.sleep(0.5)
+        assert 4 not in acks.results  # lingering: no nudge since it was queued
+    finally:
+        writer.close(10)
+    assert indices_by_key(read_stream(kinesis, name))["cam-a"] == list(range(5))
+
+
 def test_by_default_failing_records_are_retried_until_delivered(kinesis):
     name = new_stream(kinesis)
 

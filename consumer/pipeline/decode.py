@@ -3,8 +3,10 @@
 The decoder is drained at the end of each fragment (KVS fragments start on a keyframe), so every
 frame of a fragment comes out with that fragment's provenance, and frame threading can be used
 without frames leaking into the next fragment. Only the video track is decoded. In keyframes mode
-other frames are never decoded; in fps mode every frame is decoded (later frames reference them)
-but only the sampled ones are converted to RGB, which is the expensive step.
+other frames are never decoded; in fps mode frames are decoded up to the fragment's last sampled
+one (earlier frames are referenced by it; later ones are not needed), and only the sampled ones
+are converted to RGB. Sampled frames come out as they are decoded, not when the whole fragment
+is.
 
 Damaged video (a frame cut short, bytes lost in transit: PutMedia checks the container, never the
 codec payload) is decoded as far as it goes: a frame the codec rejects is skipped, the frames it
@@ -16,6 +18,7 @@ alone, so a replay after a crash analyses the same frames.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -113,53 +116,61 @@ class StreamDecoder:
         self.damage: Damage | None = None  # of the last fragment decoded
 
     def decode(self, fragment: Fragment) -> list[VideoFrame]:
-        """The fragment's sampled frames, RGB, in presentation order.
+        """The fragment's sampled frames, RGB, in presentation order (see `frames`)."""
+        return list(self.frames(fragment))
 
-        After a damaged fragment, `damage` says what did not decode (None after a clean one).
-        Raises DecodeError when the codec is not supported or nothing in the fragment decodes.
+    def frames(self, fragment: Fragment) -> Iterator[VideoFrame]:
+        """The fragment's sampled frames, RGB, in presentation order, each as soon as the codec
+        gives it (a sampled frame is analysed while later ones are still decoding).
+
+        Which frames are sampled is decided from the container's timecodes before decoding, and
+        only the packets up to the last sampled one (in decode order: everything a sampled frame
+        may reference comes before it) go through the codec: with fps sampling the rest of a
+        group of pictures is never decoded. After a damaged fragment, `damage` says what did not
+        decode (None after a clean one); a sampled frame that did not decode is not replaced by
+        another, so a replay picks the same frames. Raises DecodeError when the codec is not
+        supported or nothing in the fragment decodes (before anything was yielded).
         """
         self.damage = None
         track = fragment.video_track
         if track is None or not fragment.frames:
-            return []
-        video = sorted(fragment.video_frames(), key=lambda f: f.timecode)
+            return
+        in_order = fragment.video_frames()  # decode order, as the container holds them
+        video = sorted(in_order, key=lambda f: f.timecode)
         context = self._context_for(track, fragment)
-        keyframes_only = self._sampler.sampling.mode is SamplingMode.KEYFRAMES
-        fed = [f for f in fragment.video_frames() if f.keyframe or not keyframes_only]
-        decoded, errors = _run_codec(context, fed)
-        self.frames_decoded += len(decoded)
-        if video and not decoded:
+        sampled = self._plan(fragment, video)
+        fed = _prefix(in_order, sampled, self._sampler.sampling.mode is SamplingMode.KEYFRAMES)
+        index_of = {f.timecode: i for i, f in enumerate(video)}
+        errors: list[str] = []
+        decoded = concealed = 0
+        for picture in _pictures(context, fed, errors):
+            decoded += 1
+            self.frames_decoded += 1
+            concealed += picture.is_corrupt
+            if picture.pts in sampled:
+                yield self._frame(fragment, video[index_of[picture.pts]], index_of[picture.pts],
+                                  picture, sampled[picture.pts])
+        if video and fed and not decoded:
             self._reset()  # a codec that made nothing may be in a bad state: start afresh
             first = f" ({errors[0]})" if errors else ""
             raise DecodeError(self.stream_name, fragment.fragment_number,
-                              f"{len(video)} {track.codec_id} frames decoded to nothing{first}")
-        concealed = sum(1 for picture in decoded if picture.is_corrupt)
-        lost = max(0, len(fed) - len(decoded))
+                              f"{len(fed)} {track.codec_id} frames decoded to nothing{first}")
+        lost = max(0, len(fed) - decoded)
         if errors or lost or concealed:
             self.damage = Damage(len(fed), lost, concealed, errors[0] if errors else None)
-        return self._sampled(fragment, video, decoded)
 
-    def _sampled(self, fragment: Fragment, video: list, decoded: list) -> list[VideoFrame]:
-        """The decoded pictures the sampling policy takes, with their provenance."""
-        index_of = {f.timecode: i for i, f in enumerate(video)}
-        keyframe_times = {f.timecode for f in video if f.keyframe}
-        base_time = fragment.producer_timestamp or 0.0
-        output: list[VideoFrame] = []
+    def _plan(self, fragment: Fragment, video: list[Frame]) -> dict[int, bool]:
+        """Timecode -> keyframe, of the frames the sampling policy takes (presentation order)."""
         self._sampler.start_fragment()
-        for picture in sorted(decoded, key=lambda p: p.pts):
-            timecode = picture.pts
-            index = index_of.get(timecode)
-            if index is None:
-                continue  # a frame the container did not list: cannot be placed, skip it
-            offset = fragment.frame_offset(video[index])
-            keyframe = timecode in keyframe_times
-            if not self._sampler.take(offset, keyframe):
-                continue
-            source = FrameSource(self.stream_name, self.stream_arn,
-                                 fragment.fragment_number or 0,
-                                 fragment.server_timestamp or 0.0, base_time, offset, index)
-            output.append(VideoFrame(source, picture.to_ndarray(format="rgb24"), keyframe))
-        return output
+        return {f.timecode: f.keyframe for f in video
+                if self._sampler.take(fragment.frame_offset(f), f.keyframe)}
+
+    def _frame(self, fragment: Fragment, frame: Frame, index: int, picture,
+               keyframe: bool) -> VideoFrame:
+        source = FrameSource(self.stream_name, self.stream_arn, fragment.fragment_number or 0,
+                             fragment.server_timestamp or 0.0, fragment.producer_timestamp or 0.0,
+                             fragment.frame_offset(frame), index)
+        return VideoFrame(source, picture.to_ndarray(format="rgb24"), keyframe)
 
     def _context_for(self, track: Track, fragment: Fragment) -> av.CodecContext:
         key = (track.codec_id, track.codec_private)
@@ -186,30 +197,46 @@ class StreamDecoder:
         self._reset()
 
 
-def _run_codec(context: av.CodecContext, frames: list) -> tuple[list, list[str]]:
-    """Every frame through the codec, then a drain; the pictures and the codec's complaints.
+def _prefix(in_order: list[Frame], sampled: dict[int, bool], keyframes_only: bool) -> list:
+    """The packets to decode: up to the last sampled frame in decode order (keyframes alone in
+    keyframes mode). Closed GOPs, as KVS producers send, need nothing after it; an open GOP's
+    leading B-frames belong to the next fragment's keyframe and are not sampled from here."""
+    last = max((i for i, f in enumerate(in_order) if f.timecode in sampled), default=-1)
+    return [f for f in in_order[:last + 1] if f.keyframe or not keyframes_only]
+
+
+def _pictures(context: av.CodecContext, frames: list, errors: list[str]) -> Iterator:
+    """Every frame through the codec, then a drain: the pictures as they come; the codec's
+    complaints appended to `errors`.
 
     A frame the codec rejects is skipped (FFmpeg has taken the packet, and resynchronises at the
     next slice or keyframe) and decoding goes on. An error during the drain ends it: PyAV cannot
     receive past it, so pictures still inside the codec then are lost.
     """
-    decoded: list = []
-    errors: list[str] = []
     try:
         for frame in frames:
             if not len(frame.data):
                 continue  # an empty packet would tell FFmpeg to drain
             try:
-                decoded.extend(context.decode(_packet(frame)))
+                pictures = context.decode(_packet(frame))
             except av.error.FFmpegError as err:
                 errors.append(str(err))
+                continue
+            yield from pictures
         try:
-            decoded.extend(context.decode(None))
+            pictures = context.decode(None)
         except av.error.FFmpegError as err:
             errors.append(str(err))
+            return
+        yield from pictures
     finally:
         context.flush_buffers()
-    return decoded, errors
+
+
+def _run_codec(context: av.CodecContext, frames: list) -> tuple[list, list[str]]:
+    """Every frame through the codec, then a drain: (the pictures, the codec's complaints)."""
+    errors: list[str] = []
+    return list(_pictures(context, frames, errors)), errors
 
 
 def _packet(frame: Frame) -> av.Packet:

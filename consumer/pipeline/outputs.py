@@ -98,7 +98,9 @@ class OutputStage:
         ticket.frame_analysed(source, result)
 
     def fragment_analysed(self, ticket: FragmentTicket) -> None:
-        """Every frame of a fragment is analysed: its pose sequence (or window share)."""
+        """Every frame of a fragment is analysed: its records may go now (no linger), and its
+        pose sequence (or window share) is made."""
+        self.kinesis.nudge()
         self._thumbnailed.discard(ticket.fragment_number)
         if not self.pose_sequences or not ticket.analysed:
             return

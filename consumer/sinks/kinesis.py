@@ -7,7 +7,9 @@ Contract of `KinesisRecordWriter`:
   queued when `close()` ran out of time. Callbacks run on the writer's thread; keep them short.
 - A full buffer blocks `put()`: that is the backpressure that reaches the pipeline.
 - Batches hold at most 500 records and 5 MiB (data + partition keys); one is sent as soon as a
-  full batch is waiting, a flush is asked for, or the oldest record has waited `linger_ms`.
+  full batch is waiting, a flush is asked for, the oldest record has waited `linger_ms`, or a
+  `nudge()` came after it was queued (a fragment's records are all put: waiting longer would
+  only add latency; records queued meanwhile by other streams ride along).
 - Failed records of a partial failure go back to the head of the queue, in their original
   order, so nothing newer for their partition key is sent before them. KDS may still accept a
   later record of a key in the same call as a failed one; that record then lands first (counted
@@ -94,6 +96,7 @@ class KinesisRecordWriter:
         self._queue = BatchQueue(careful_seconds)
         self._in_flight = 0
         self._flushers = 0
+        self._nudged_at = float("-inf")  # records queued before this need not linger
         self._closing = False
         self._aborted = False
         self._resume_at = 0.0  # monotonic time before which no call is made (slow-down)
@@ -126,6 +129,12 @@ class KinesisRecordWriter:
                 raise RuntimeError(f"Kinesis writer for {self.stream_name} is closed")
             self._queue.append(Entry(bytes(data), partition_key, on_done, size,
                                      time.monotonic(), admit=admit))
+            self._cond.notify_all()
+
+    def nudge(self) -> None:
+        """Send what is queued now without waiting for the linger (never blocks)."""
+        with self._cond:
+            self._nudged_at = time.monotonic()
             self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -205,8 +214,10 @@ class KinesisRecordWriter:
             if now < self._resume_at:
                 self._cond.wait(self._resume_at - now)
                 continue
-            due_at = self._queue.oldest().enqueued + self._linger
-            if not (self._queue.full() or self._flushers or self._closing or now >= due_at):
+            oldest = self._queue.oldest().enqueued
+            due_at = oldest + self._linger
+            if not (self._queue.full() or self._flushers or self._closing or now >= due_at
+                    or oldest <= self._nudged_at):
                 self._cond.wait(due_at - now)
                 continue
             return self._queue.take(now)

@@ -132,8 +132,24 @@ class Start:
 
 @dataclass(frozen=True)
 class _FragmentRead:
+    """The reader has a new fragment; its frames follow as `_FrameQueued`, then `_Sealed`."""
+
     fragment: Fragment
-    frames: int
+
+
+@dataclass(frozen=True)
+class _FrameQueued:
+    """One more of the fragment's frames goes to analysis (posted before it does, so it is
+    always ahead of the frame's result in the inbox)."""
+
+    fragment_number: int
+
+
+@dataclass(frozen=True)
+class _Sealed:
+    """Every frame of the fragment has been queued."""
+
+    fragment_number: int
 
 
 @dataclass(frozen=True)
@@ -156,6 +172,9 @@ class _Port:
         self._writer = writer
         self._post = post
         self._extra = {"admit": admit} if admit is not None else {}
+
+    def nudge(self) -> None:
+        self._writer.nudge()
 
     def put(self, *args) -> None:
         *payload, on_done = args
@@ -333,23 +352,34 @@ class StreamSession:
         last_frame = _last_frame_time(fragment)
         if last_frame is not None:  # the fragment was read just now, whole
             self.times.add(ARRIVAL, time.time() - last_frame)
+        number = fragment.fragment_number
+        self.inbox.put(_FragmentRead(fragment))
+        decoding = 0.0  # seconds in the decoder (not blocked handing frames on)
         decoded_before = self._decoder.frames_decoded
-        began = time.perf_counter()
+        count = 0
+        frames = self._decoder.frames(fragment)
         try:
-            frames = self._decoder.decode(fragment)
+            while True:
+                began = time.perf_counter()
+                frame = next(frames, None)
+                decoding += time.perf_counter() - began
+                if frame is None:
+                    break
+                count += 1
+                self.inbox.put(_FrameQueued(number))
+                self._submit(frame)
         except DecodeError as err:
             self._decode_trouble(str(err), "skipping the fragment")
-            frames = []
         else:
-            self._decode_times(time.perf_counter() - began, decoded_before)
+            self._decode_times(decoding, decoded_before)
             if self._decoder.damage is not None:
                 self._decode_trouble(
-                    f"stream {self.name}: fragment {fragment.fragment_number}: "
-                    f"{self._decoder.damage}", f"analysing the {len(frames)} frames that decoded")
+                    f"stream {self.name}: fragment {number}: {self._decoder.damage}",
+                    f"analysing the {count} frames that decoded")
+        finally:
+            frames.close()
         stats.frames_decoded = self._decoder.frames_decoded
-        self.inbox.put(_FragmentRead(fragment, len(frames)))
-        for frame in frames:
-            self._submit(frame)
+        self.inbox.put(_Sealed(number))
 
     def _decode_times(self, seconds: float, decoded_before: int) -> None:
         self.times.add(DECODE, seconds)
@@ -465,6 +495,11 @@ class StreamSession:
             self._not_analysed(message)
         elif isinstance(message, _FragmentRead):
             self._fragment_read(message)
+        elif isinstance(message, _FrameQueued):
+            self._awaiting += 1
+            self.ledger.ticket(message.fragment_number).frame_queued()
+        elif isinstance(message, _Sealed):
+            self.ledger.ticket(message.fragment_number).seal()
         elif message is _READER_DONE:
             self._reader_done = True
             if not self._stopping.is_set():  # gone or failed: drain what was read
@@ -472,13 +507,9 @@ class StreamSession:
 
     def _fragment_read(self, message: _FragmentRead) -> None:
         fragment = message.fragment
-        ticket = self.ledger.begin(fragment.fragment_number, fragment.producer_timestamp)
+        self.ledger.begin(fragment.fragment_number, fragment.producer_timestamp)
         if self.events is not None:
             self.events.add_fragment(fragment)
-        self._awaiting += message.frames
-        for _ in range(message.frames):
-            ticket.frame_queued()
-        ticket.seal()
 
     def _ticket(self, frame: VideoFrame) -> FragmentTicket:
         self._awaiting -= 1
