@@ -166,7 +166,8 @@ def limit_note(results: dict) -> str:
     cores = results["machine"]["cores_usable"]
     return (f"limit K: the physical limit, {cores} usable cores / the CPU of one camera-second "
             f"at S (bench.limit), measured in this run: decode {cpu['decode_frame']:.2f} ms "
-            f"x {units['clip_fps']:.0f} frames + S x (RGB {cpu['rgb_frame']:.2f} ms + pose "
+            f"x the frames up to each fragment's last sampled one (of {units['clip_fps']:.0f} "
+            "a second) + S x (RGB {cpu['rgb_frame']:.2f} ms + pose "
             f"{cpu['pose_frame']:.1f} ms + {units['person_fraction']:.0%} x JPEG "
             f"{cpu['jpeg_frame']:.1f} ms) CPU. The cameras and the local stack share these "
             "cores in the benchmark.")
