@@ -302,7 +302,9 @@ class Checkpoint(Model):
     lease_seconds: float = Field(10.0, ge=1, le=600, description=(
         "a lease not renewed for this long (renewals every third of it) is taken over"))
     max_streams: int | None = Field(None, ge=1, description="most streams one worker holds")
-    min_interval_seconds: float = Field(1.0, ge=0)
+    # checkpoints ride on the lease's renewals (every lease_seconds / 3, no extra write); a
+    # number also writes a pending checkpoint sooner, at most this often (one write each)
+    min_interval_seconds: float | None = Field(None, ge=0)
 
     @field_validator("worker_id")
     @classmethod

@@ -170,6 +170,24 @@ def test_the_keeper_times_each_checkpoint_until_a_write_covers_it(dynamodb, tabl
     assert figures["count"] == 3 and figures["max"] == pytest.approx(1.1)
 
 
+def test_by_default_checkpoints_ride_on_renewals_and_cost_no_extra_write(dynamodb, table, arn):
+    """Fragments completing every 0.25 s for 2.75 s of a 3 s lease: one write per renewal period
+    (each carrying the latest checkpoint), not one per fragment; flush() writes what is left."""
+    clock = Clock()
+    lease_table = LeaseTable(dynamodb, table, "worker-a")
+    keeper = LeaseKeeper(lease_table, lease_seconds=3.0, clock=clock)
+    lease_table.create(arn, "cam")
+    keeper.adopt(lease_table.take(lease_table.lease(arn)), clock())
+    for step in range(11):
+        clock.now += 0.25
+        keeper.checkpoint(arn, BIG + step)
+        keeper.tick()
+    assert keeper.writes + keeper.renewals == 2  # at 1.0 s and 2.0 s: a renewal each
+    assert lease_table.lease(arn).checkpoint == BIG + 7  # the latest at the last renewal
+    keeper.flush()
+    assert lease_table.lease(arn).checkpoint == BIG + 10 and keeper.writes == 3
+
+
 def test_the_keeper_reports_a_lease_taken_by_another_worker(dynamodb, table, arn):
     clock = Clock()
     a = LeaseTable(dynamodb, table, "worker-a")

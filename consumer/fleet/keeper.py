@@ -4,8 +4,12 @@
   conditional on owner and counter; the worker's own item is heart-beaten at the same rate.
   Due writes go out in parallel (`WRITERS` at a time), so a round takes about one call's
   latency, not one per lease: a slow table must not make a worker expire its own leases.
-- Checkpoints: `checkpoint()` records the latest durable fragment of a stream; it is written at
-  most once per `min_interval` per stream (the latest wins), and everything pending on `flush()`.
+- Checkpoints: `checkpoint()` records the latest durable fragment of a stream (the latest wins);
+  it rides on the lease's next renewal, which is written anyway, so checkpoints cost no extra
+  write (one every `lease_seconds / 3`, not one per fragment); with `min_interval` a pending
+  checkpoint is also written sooner, at most once per `min_interval`; everything pending is
+  written on `flush()` (shutdown, release, hand-off). What was delivered past the checkpoint is
+  read back by the next owner, so a sparser checkpoint repeats nothing; it only reads more.
 - Fencing: a lease is lost when a conditional write fails (another worker took it), and also
   when this worker has not renewed it successfully for `lease_seconds` of its own clock (a
   paused or partitioned process must assume another has taken it). `holds()` says whether a
@@ -48,7 +52,7 @@ class HeldLease:
 
 
 class LeaseKeeper:
-    def __init__(self, table: LeaseTable, lease_seconds: float, min_interval: float = 1.0,
+    def __init__(self, table: LeaseTable, lease_seconds: float, min_interval: float | None = None,
                  clock=time.monotonic, stage_times: StageTimes | None = None):
         self.table = table
         self.times = stage_times if stage_times is not None else StageTimes()
@@ -192,9 +196,11 @@ class LeaseKeeper:
         now = self.clock()
         with self._lock:
             pending, asked = held.pending, len(held.asked)
+        renewal_due = now - held.renewed >= self.renew_every
         checkpoint_due = pending is not None and (
-            force or now - held.last_checkpoint_write >= self.min_interval)
-        if not checkpoint_due and now - held.renewed < self.renew_every:
+            force or renewal_due or (self.min_interval is not None
+                                     and now - held.last_checkpoint_write >= self.min_interval))
+        if not checkpoint_due and not renewal_due:
             return
         try:
             if checkpoint_due:
