@@ -272,7 +272,7 @@ def test_a_crashed_session_is_restarted_from_its_checkpoint_and_status_says_so(
         wait_for(lambda: any(s["StreamName"].startswith(fleet.prefix) for s in stack.client(
             "kinesisvideo").list_streams()["StreamInfoList"]), 30, "the camera's stream")
         config = load_config(fleet.config, environ={})
-        original = StreamDecoder.decode
+        original = StreamDecoder.frames
         calls = {"n": 0}
 
         def decode_failing_once(self, fragment):
@@ -280,7 +280,7 @@ def test_a_crashed_session_is_restarted_from_its_checkpoint_and_status_says_so(
             if calls["n"] == 3:
                 raise RuntimeError("injected decoder fault")
             return original(self, fragment)
-        monkeypatch.setattr(StreamDecoder, "decode", decode_failing_once)
+        monkeypatch.setattr(StreamDecoder, "frames", decode_failing_once)
         supervisor = StreamSupervisor(config, build_processors(config)).start()
         stop = threading.Event()
         runner = threading.Thread(target=supervisor.run, args=(stop,), daemon=True)
