@@ -167,7 +167,7 @@ def limit_note(results: dict) -> str:
     return (f"limit K: the physical limit, {cores} usable cores / the CPU of one camera-second "
             f"at S (bench.limit), measured in this run: decode {cpu['decode_frame']:.2f} ms "
             f"x the frames up to each fragment's last sampled one (of {units['clip_fps']:.0f} "
-            "a second) + S x (RGB {cpu['rgb_frame']:.2f} ms + pose "
+            f"a second) + S x (RGB {cpu['rgb_frame']:.2f} ms + pose "
             f"{cpu['pose_frame']:.1f} ms + {units['person_fraction']:.0%} x JPEG "
             f"{cpu['jpeg_frame']:.1f} ms) CPU. The cameras and the local stack share these "
             "cores in the benchmark.")

@@ -95,6 +95,7 @@ def test_the_report_has_the_limit_columns_and_a_stage_table_per_s():
     assert rule.count("|") == header.count("|") == lines[0].count("|")
     assert lines[0].startswith("| this project | 2 | 6 | 11.9 | 0.50 |")
     assert "limit K: the physical limit, 2 usable cores" in text
+    assert "{" not in text  # every figure formatted
     stage_lines = breakdown_markdown(results["breakdown"])
     assert stage_lines[0].startswith("Per-stage latency at S=2 (K = 6, the largest both")
     assert "| arrival | both | 300.0 | 250.0 | 600.0 | 500.0 |" in stage_lines
