@@ -34,9 +34,8 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from consumer.cloud.aws import AwsContext
 from consumer.cloud.media_source import MediaSource, StreamGone
@@ -56,6 +55,15 @@ from consumer.pipeline.stage_times import (
     StageTimes,
 )
 from consumer.sinks.replay import delivered_record_ids
+from consumer.streams.inbox import (
+    READER_DONE,
+    FragmentRead,
+    FrameQueued,
+    Port,
+    Sealed,
+    Settle,
+)
+from consumer.streams.stats import StreamStats
 from consumer.wire import Fragment
 from processors.frames import VideoFrame
 from processors.tracking import PersonTracker
@@ -64,44 +72,6 @@ log = logging.getLogger(__name__)
 DECODE_WARNING_INTERVAL = 60.0
 REPLAY_MARGIN_SECONDS = 300  # how far before a checkpoint's write to look for delivered records
 HOUSEKEEPING_SECONDS = 1.0  # idle pose windows, clips that waited too long
-
-
-@dataclass
-class StreamStats:
-    fragments: int = 0
-    frames_decoded: int = 0
-    frames_queued: int = 0
-    frames_skipped: int = 0
-    frames_analysed: int = 0
-    persons: int = 0
-    decode_errors: int = 0
-    millis_behind_now: int | None = None
-    last_producer_time: float | None = None  # of the last analysed frame
-    last_fragment: int | None = None
-    errors: list[str] = field(default_factory=list)
-    # seconds from a frame's producer time to its analysis, recent frames
-    lags: deque = field(default_factory=lambda: deque(maxlen=500))
-
-    def note_analysed(self, producer_time: float, persons: int) -> None:
-        self.frames_analysed += 1
-        self.persons += persons
-        self.last_producer_time = producer_time
-        self.lags.append(max(0.0, time.time() - producer_time))
-
-    def lag_percentile(self, fraction: float) -> float | None:
-        if not self.lags:
-            return None
-        ordered = sorted(self.lags)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-    @property
-    def lag_seconds(self) -> float | None:
-        if self.last_producer_time is None:
-            return None
-        return max(0.0, time.time() - self.last_producer_time)
-
-    def note_error(self, message: str) -> None:
-        self.errors = (self.errors + [message])[-5:]
 
 
 @dataclass(frozen=True)
@@ -130,59 +100,6 @@ class Start:
     handoff_seconds: float = 0.0
 
 
-@dataclass(frozen=True)
-class _FragmentRead:
-    """The reader has a new fragment; its frames follow as `_FrameQueued`, then `_Sealed`."""
-
-    fragment: Fragment
-
-
-@dataclass(frozen=True)
-class _FrameQueued:
-    """One more of the fragment's frames goes to analysis (posted before it does, so it is
-    always ahead of the frame's result in the inbox)."""
-
-    fragment_number: int
-
-
-@dataclass(frozen=True)
-class _Sealed:
-    """Every frame of the fragment has been queued."""
-
-    fragment_number: int
-
-
-@dataclass(frozen=True)
-class _Settle:
-    on_done: Callable[[bool], None]
-    ok: bool
-    posted: float = 0.0  # time.perf_counter() of the writer's acknowledgement
-
-
-_READER_DONE = object()
-
-
-class _Port:
-    """A shared writer as the session sees it: the same `put(..., on_done)`; the
-    acknowledgement is brought back to the session's thread; with `admit`, the writer asks it
-    just before sending (the Kinesis writer's fence)."""
-
-    def __init__(self, writer, post: Callable[[object], None],
-                 admit: Callable[[], bool] | None = None):
-        self._writer = writer
-        self._post = post
-        self._extra = {"admit": admit} if admit is not None else {}
-
-    def nudge(self) -> None:
-        self._writer.nudge()
-
-    def put(self, *args) -> None:
-        *payload, on_done = args
-        post = self._post
-        self._writer.put(*payload, lambda ok: post(_Settle(on_done, ok, time.perf_counter())),
-                         **self._extra)
-
-
 class StreamSession:
     def __init__(self, key: int, name: str, arn: str, start: Start, stages: SharedStages,
                  work: queue.Queue, source: MediaSource | None = None):
@@ -203,8 +120,8 @@ class StreamSession:
         self.ledger = FragmentLedger(arn, self._completed, self._fragment_analysed)
         self.times = stages.stage_times if stages.stage_times is not None else StageTimes()
         self._abandoned = False
-        kinesis = _Port(stages.kinesis, self.inbox.put, self._may_emit)
-        s3 = _Port(stages.s3, self.inbox.put) if stages.s3 is not None else None
+        kinesis = Port(stages.kinesis, self.inbox.put, self._may_emit)
+        s3 = Port(stages.s3, self.inbox.put) if stages.s3 is not None else None
         self.outputs = OutputStage(stages.processor, kinesis, s3, config.outputs.s3,
                                    self._fetch_object, stage_times=self.times)
         info = stages.processor
@@ -316,7 +233,7 @@ class StreamSession:
             self.stats.note_error(f"reader failed: {err}")
         finally:
             self._decoder.close()
-            self.inbox.put(_READER_DONE)
+            self.inbox.put(READER_DONE)
 
     def _prepare(self) -> None:
         start = self.start_at
@@ -353,7 +270,7 @@ class StreamSession:
         if last_frame is not None:  # the fragment was read just now, whole
             self.times.add(ARRIVAL, time.time() - last_frame)
         number = fragment.fragment_number
-        self.inbox.put(_FragmentRead(fragment))
+        self.inbox.put(FragmentRead(fragment))
         decoding = 0.0  # seconds in the decoder (not blocked handing frames on)
         decoded_before = self._decoder.frames_decoded
         count = 0
@@ -366,7 +283,7 @@ class StreamSession:
                 if frame is None:
                     break
                 count += 1
-                self.inbox.put(_FrameQueued(number))
+                self.inbox.put(FrameQueued(number))
                 self._submit(frame)
         except DecodeError as err:
             self._decode_trouble(str(err), "skipping the fragment")
@@ -379,7 +296,7 @@ class StreamSession:
         finally:
             frames.close()
         stats.frames_decoded = self._decoder.frames_decoded
-        self.inbox.put(_Sealed(number))
+        self.inbox.put(Sealed(number))
 
     def _decode_times(self, seconds: float, decoded_before: int) -> None:
         self.times.add(DECODE, seconds)
@@ -481,7 +398,7 @@ class StreamSession:
                 return
 
     def _dispatch(self, message: object) -> None:
-        if isinstance(message, _Settle):
+        if isinstance(message, Settle):
             if message.posted:
                 self.times.add(ACK_WAIT, time.perf_counter() - message.posted)
             message.on_done(message.ok)
@@ -493,19 +410,19 @@ class StreamSession:
             self.times.add(RECORD_BUILD, time.perf_counter() - began)
         elif isinstance(message, NotAnalysed):
             self._not_analysed(message)
-        elif isinstance(message, _FragmentRead):
+        elif isinstance(message, FragmentRead):
             self._fragment_read(message)
-        elif isinstance(message, _FrameQueued):
+        elif isinstance(message, FrameQueued):
             self._awaiting += 1
             self.ledger.ticket(message.fragment_number).frame_queued()
-        elif isinstance(message, _Sealed):
+        elif isinstance(message, Sealed):
             self.ledger.ticket(message.fragment_number).seal()
-        elif message is _READER_DONE:
+        elif message is READER_DONE:
             self._reader_done = True
             if not self._stopping.is_set():  # gone or failed: drain what was read
                 self._stopping.set()
 
-    def _fragment_read(self, message: _FragmentRead) -> None:
+    def _fragment_read(self, message: FragmentRead) -> None:
         fragment = message.fragment
         self.ledger.begin(fragment.fragment_number, fragment.producer_timestamp)
         if self.events is not None:

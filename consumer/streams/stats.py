@@ -1,0 +1,45 @@
+"""A stream session's counters and recent lags, for status lines and `--stats-file`."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StreamStats:
+    fragments: int = 0
+    frames_decoded: int = 0
+    frames_queued: int = 0
+    frames_skipped: int = 0
+    frames_analysed: int = 0
+    persons: int = 0
+    decode_errors: int = 0
+    millis_behind_now: int | None = None
+    last_producer_time: float | None = None  # of the last analysed frame
+    last_fragment: int | None = None
+    errors: list[str] = field(default_factory=list)
+    # seconds from a frame's producer time to its analysis, recent frames
+    lags: deque = field(default_factory=lambda: deque(maxlen=500))
+
+    def note_analysed(self, producer_time: float, persons: int) -> None:
+        self.frames_analysed += 1
+        self.persons += persons
+        self.last_producer_time = producer_time
+        self.lags.append(max(0.0, time.time() - producer_time))
+
+    def lag_percentile(self, fraction: float) -> float | None:
+        if not self.lags:
+            return None
+        ordered = sorted(self.lags)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+    @property
+    def lag_seconds(self) -> float | None:
+        if self.last_producer_time is None:
+            return None
+        return max(0.0, time.time() - self.last_producer_time)
+
+    def note_error(self, message: str) -> None:
+        self.errors = (self.errors + [message])[-5:]
