@@ -10,26 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import av
-import boto3
 import numpy as np
 import pytest
 
 from consumer.wire import iter_fragments
 from infra.local.kvs_service import LocalKvsService
 from infra.local.limits import Limits
-from infra.local.stack import LOCAL_CREDENTIALS
 from producer_sim.camera import Camera, CameraConfig
 from producer_sim.control import AwsContext, prepare_stream
 from producer_sim.fragmenter import Fragmenter
 from producer_sim.sources import FileSource, Source, SourceError, decode_packets
 from producer_sim.timeline import Mapped, Timeline
+
+from .producer_sim_helpers import client, simulator
 
 from .timecode_sources import (
     FPS,
@@ -39,7 +36,6 @@ from .timecode_sources import (
     write_timecode_source,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 CLUSTERS = 11
 FRAMES = CLUSTERS * 30
 FRAME_MS = 1000 / FPS
@@ -64,22 +60,6 @@ DISCONTINUITIES = {"repeating": CLUSTERS - 1, "backwards": 1}
 def kvs():
     with LocalKvsService(limits=Limits(getmedia_idle_seconds=0.5)) as service:
         yield service
-
-
-def simulator(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(PYTHONPATH=str(REPO), AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local",
-               AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
-    return subprocess.run([sys.executable, "-m", "producer_sim", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def client(kvs, name="kinesisvideo", api=None, stream=None):
-    url = kvs.endpoint_url
-    if api:
-        control = client(kvs)
-        url = control.get_data_endpoint(StreamName=stream, APIName=api)["DataEndpoint"]
-    return boto3.client(name, endpoint_url=url, region_name=kvs.region, **LOCAL_CREDENTIALS)
 
 
 def list_fragments(kvs, stream: str) -> list[dict]:
