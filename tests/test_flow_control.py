@@ -3,6 +3,7 @@ GetMedia connection renewed (as before AWS's 45-minute limit) without losing a f
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -105,10 +106,31 @@ def test_lossless_policy_blocks_the_reader_when_analysis_falls_behind(fragments)
     while len(taken) < 20:
         request = work.get(timeout=10)
         taken.append(request)
-        session.post(Analysed(request.frame, FrameResult()))  # what the analysis sends back
+        session.post(Analysed(request.frame, FrameResult(), seq=request.seq))  # as analysis does
     assert wait_until(lambda: len(completed) == len(fragments), 10)
     assert session.close(5)
     assert session.stats.frames_skipped == 0 and session.stats.frames_analysed == 20
+    assert completed == [f.fragment_number for f in fragments]
+
+
+def test_results_that_come_back_out_of_order_are_handled_in_the_order_frames_were_read(
+        fragments):
+    # several analysis workers share one queue: a later frame may finish first
+    defaults = {"sampling": {"mode": "fps", "fps": 2}, "policy": "lossless"}
+    work: queue.Queue = queue.Queue(maxsize=64)
+    session, completed = run_session(fragments, defaults, work)
+    requests = [work.get(timeout=10) for _ in range(20)]
+    assert [r.seq for r in requests] == list(range(20))
+    for request in reversed(requests):
+        session.post(Analysed(request.frame, FrameResult(), seq=request.seq))
+    assert wait_until(lambda: len(completed) == len(fragments), 10)
+    assert session.close(5)
+    records = [json.loads(data)["InputInformation"]["KinesisVideo"]
+               for data in session.stages.kinesis.records]
+    read_order = [(r.frame.source.fragment_number, r.frame.source.frame_offset)
+                  for r in requests]
+    assert [(int(r["FragmentNumber"]), r["FrameOffsetInSeconds"]) for r in records] == [
+        (number, pytest.approx(offset, abs=1e-3)) for number, offset in read_order]
     assert completed == [f.fragment_number for f in fragments]
 
 

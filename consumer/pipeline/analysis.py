@@ -3,7 +3,8 @@
 Shared by the streams and holding none of their state: a request is data (the frame, with its
 provenance, the session it comes from, and the time after which it is too stale to analyse);
 each result goes back by that session's key through `route`, to be handled on the session's own
-thread. A batch is up to `batch_size` frames or whatever arrived within `batch_wait_ms` of the
+thread. Several workers may take from one queue, so one stream's results can come back out of
+order: each carries its request's `seq`, by which the session restores the order. A batch is up to `batch_size` frames or whatever arrived within `batch_wait_ms` of the
 first, so a GPU processor gets many cameras' frames in one call while a lone camera is not held
 back.
 
@@ -41,6 +42,7 @@ class AnalysisRequest:
     frame: VideoFrame
     stale_after: float | None = None  # wall-clock time after which it is skipped (real-time)
     enqueued: float = 0.0  # time.perf_counter() when the frame was ready for the queue; 0: unknown
+    seq: int = 0  # the frame's place in its stream's submissions; its outcome carries it back
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,7 @@ class Analysed:
     frame: VideoFrame
     result: FrameResult
     routed: float = 0.0  # time.perf_counter() when it was sent back; 0: unknown
+    seq: int = 0  # the request's
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,7 @@ class NotAnalysed:
     # from the analysis: "stale" (skipped by the real-time policy), "failed" (the processor
     # raised); from the session's reader: "skipped" (no room), "abandoned" (shutting down)
     reason: str
+    seq: int = 0  # the request's
 
 
 Route = Callable[[int, object], None]  # (session key, Analysed | NotAnalysed)
@@ -130,7 +134,7 @@ class Analyzer:
         fresh = []
         for request, at in zip(batch, taken):
             if request.stale_after is not None and now > request.stale_after:
-                self.route(request.session, NotAnalysed(request.frame, "stale"))
+                self.route(request.session, NotAnalysed(request.frame, "stale", request.seq))
             else:
                 fresh.append(request)
                 if request.enqueued:
@@ -146,7 +150,7 @@ class Analyzer:
             log.exception("processor %s failed on a batch of %d frames; their fragments "
                           "will be re-read after a restart", self.processor.name, len(batch))
             for request in batch:
-                self.route(request.session, NotAnalysed(request.frame, "failed"))
+                self.route(request.session, NotAnalysed(request.frame, "failed", request.seq))
             return
         routed = time.perf_counter()
         call = routed - started
@@ -157,4 +161,4 @@ class Analyzer:
         self.frames += len(batch)
         self.mixed_batches += len({r.frame.source.stream_arn for r in batch}) > 1
         for request, result in zip(batch, results, strict=True):  # the Processor contract
-            self.route(request.session, Analysed(request.frame, result, routed))
+            self.route(request.session, Analysed(request.frame, result, routed, request.seq))

@@ -9,7 +9,7 @@ then `Sealed`; `READER_DONE` when the reader stops.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from consumer.wire import Fragment
@@ -45,6 +45,22 @@ class Settle:
 
 
 READER_DONE = object()
+
+
+class InOrder:
+    """Analysis outcomes (anything with a `seq`, numbered 0, 1, ... as frames were submitted)
+    put back in submission order: `arrived(x)` gives the outcomes now due, holding later ones
+    until those before them have come."""
+
+    def __init__(self) -> None:
+        self._early: dict[int, object] = {}
+        self._next = 0
+
+    def arrived(self, outcome) -> Iterator:
+        self._early[outcome.seq] = outcome
+        while (due := self._early.pop(self._next, None)) is not None:
+            self._next += 1
+            yield due
 
 
 class Port:

@@ -12,7 +12,9 @@ Two threads, both the session's own:
   `max_lag_seconds`, or that find no room, are skipped; their fragment still completes, so
   checkpoints advance in order.
 - the handler: everything that changes the stream's state, in order, from its inbox: fragments
-  read, analysis results (routed back by the session's key), and the writers' acknowledgements
+  read, analysis results (routed back by the session's key; several analysis workers may
+  take one stream's frames, so outcomes are handled in the order the frames were submitted,
+  by their `seq`, not as they arrive), and the writers' acknowledgements
   (the session's ports bring them back here). So the ledger, tracker, events and outputs are
   only ever touched on this thread, and what crosses to the shared stages is data.
 
@@ -30,6 +32,7 @@ with `failure` set; the supervisor restarts it.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import queue
 import threading
@@ -59,6 +62,7 @@ from consumer.streams.inbox import (
     READER_DONE,
     FragmentRead,
     FrameQueued,
+    InOrder,
     Port,
     Sealed,
     Settle,
@@ -138,6 +142,8 @@ class StreamSession:
         self._phase = "starting"
         self._awaiting = 0  # frames announced to the handler and not yet settled
         self._unsettled = 0  # frames handed to analysis whose result the handler has not done
+        self._seqs = itertools.count()  # numbers the frames submitted, in order
+        self._outcomes = InOrder()
         self._room = threading.Condition()
         self._max_unsettled = max(1, config.processing.queue_frames)
         self._reader_done = False
@@ -305,7 +311,10 @@ class StreamSession:
             self.times.add(DECODE_FRAME, seconds / decoded)
 
     def _submit(self, frame: VideoFrame) -> None:
+        """The frame to analysis; exactly one outcome (Analysed or NotAnalysed) with its seq
+        reaches the inbox."""
         self.stats.frames_queued += 1
+        seq = next(self._seqs)
         settings = self.settings
         ready = time.perf_counter()  # the queue wait counts from here, waiting for room included
         if settings.policy is LagPolicy.REALTIME:
@@ -314,14 +323,15 @@ class StreamSession:
                 if time.time() > stale_after or not self._take_room(block=False):
                     raise queue.Full
                 try:
-                    self.work.put_nowait(AnalysisRequest(self.key, frame, stale_after, ready))
+                    self.work.put_nowait(
+                        AnalysisRequest(self.key, frame, stale_after, ready, seq))
                 except queue.Full:
                     self._settled()
                     raise
             except queue.Full:
-                self.inbox.put(NotAnalysed(frame, "skipped"))
+                self.inbox.put(NotAnalysed(frame, "skipped", seq))
             return
-        request = AnalysisRequest(self.key, frame, enqueued=ready)
+        request = AnalysisRequest(self.key, frame, enqueued=ready, seq=seq)
         taken = False
         while True:  # lossless: wait for room, but notice a stop
             try:
@@ -335,7 +345,7 @@ class StreamSession:
                 # shutting down: this frame will be re-read after the checkpoint
                 if taken:
                     self._settled()
-                self.inbox.put(NotAnalysed(frame, "abandoned"))
+                self.inbox.put(NotAnalysed(frame, "abandoned", seq))
                 return
 
     def _take_room(self, block: bool) -> bool:
@@ -402,14 +412,9 @@ class StreamSession:
             if message.posted:
                 self.times.add(ACK_WAIT, time.perf_counter() - message.posted)
             message.on_done(message.ok)
-        elif isinstance(message, Analysed):
-            began = time.perf_counter()
-            if message.routed:
-                self.times.add(HANDLER_WAIT, began - message.routed)
-            self._analysed(message.frame, message.result)
-            self.times.add(RECORD_BUILD, time.perf_counter() - began)
-        elif isinstance(message, NotAnalysed):
-            self._not_analysed(message)
+        elif isinstance(message, (Analysed, NotAnalysed)):
+            for outcome in self._outcomes.arrived(message):
+                self._outcome(outcome)
         elif isinstance(message, FragmentRead):
             self._fragment_read(message)
         elif isinstance(message, FrameQueued):
@@ -421,6 +426,16 @@ class StreamSession:
             self._reader_done = True
             if not self._stopping.is_set():  # gone or failed: drain what was read
                 self._stopping.set()
+
+    def _outcome(self, message: Analysed | NotAnalysed) -> None:
+        if isinstance(message, NotAnalysed):
+            self._not_analysed(message)
+            return
+        began = time.perf_counter()
+        if message.routed:  # the wait for earlier frames' outcomes included
+            self.times.add(HANDLER_WAIT, began - message.routed)
+        self._analysed(message.frame, message.result)
+        self.times.add(RECORD_BUILD, time.perf_counter() - began)
 
     def _fragment_read(self, message: FragmentRead) -> None:
         fragment = message.fragment

@@ -57,8 +57,7 @@ def status_lines(supervisor) -> list[str]:
     sent = supervisor.kinesis.stats()
     frames = supervisor.frames_analysed
     busy = sum(a.busy_seconds for a in analyzers) / len(analyzers)
-    queued = sum(a.work.qsize() for a in analyzers)
-    room = sum(a.work.maxsize for a in analyzers)
+    queued, room = supervisor.work.qsize(), supervisor.work.maxsize
     coordinator = supervisor.coordinator
     lines.append(
         f"total: worker {supervisor.worker_id} holds {len(supervisor.keeper.held())} leases "

@@ -93,8 +93,9 @@ class StreamSupervisor:
     def __init__(self, config: Config, processors: Processor | list[Processor],
                  clients: Clients | None = None):
         self.config = config
-        # One analysis worker per processor; each stream is served by one of them, so a
-        # camera's records stay in order while the workers use every core.
+        # One analysis worker per processor, all taking from one queue: any idle worker takes
+        # the next frame, so one camera's frames use every core (its session puts the results
+        # back in order) and no worker idles while another has a backlog.
         self.processors = processors if isinstance(processors, list) else [processors]
         self.clients = clients or Clients.from_config(config)
         checkpoint = config.checkpoint
@@ -113,9 +114,9 @@ class StreamSupervisor:
         self.s3 = (S3ObjectWriter(self.clients.s3, outputs.s3.bucket,
                                   concurrency=outputs.s3.upload_concurrency, stage_times=times)
                    if outputs.s3 is not None else None)
-        per_worker = max(1, config.processing.queue_frames // len(self.processors))
+        self.work: queue.Queue = queue.Queue(maxsize=max(1, config.processing.queue_frames))
         self.analyzers = [
-            Analyzer(each, queue.Queue(maxsize=per_worker), self._route,
+            Analyzer(each, self.work, self._route,
                      config.processing.batch_size, config.processing.batch_wait_ms,
                      stage_times=times)
             for each in self.processors]
@@ -174,7 +175,7 @@ class StreamSupervisor:
         for session in running:
             session.stop()
         _wait(lambda: all(s.reading_ended for s in running), left(3.0))
-        drained = all([analyzer.drain(left(2.5)) for analyzer in self.analyzers])
+        drained = self.analyzers[0].drain(left(2.5))  # the queue they share
         for analyzer in self.analyzers:
             analyzer.stop(0.5)
         # pose windows and owed clips are written once a session's last frame is through
@@ -282,8 +283,7 @@ class StreamSupervisor:
             earlier.retired = True
             self._by_key.pop(earlier.key, None)
         key = next(self._keys)
-        analyzer = self.analyzers[key % len(self.analyzers)]
-        session = StreamSession(key, name, arn, start, self.stages, analyzer.work)
+        session = StreamSession(key, name, arn, start, self.stages, self.work)
         self.sessions[arn] = session
         self._by_key[key] = session
         session.start()
