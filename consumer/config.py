@@ -129,6 +129,22 @@ class ProcessorKind(str, Enum):
     NONE = "none"  # no model: records (and JPEGs) of the sampled frames, no persons
 
 
+class Decode(Model):
+    """Where video is decoded. `cuda` / `cuda:N`: NVIDIA's NVDEC through PyAV's hardware
+    acceleration, frames brought back to system memory and given out as the CPU's are; a stream
+    whose decoder cannot open (or decode) there is decoded on the CPU, with one warning per
+    process (consumer.pipeline.decode)."""
+
+    device: str = Field("cpu", description="cpu, cuda or cuda:N (NVDEC on GPU N)")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", device):
+            raise ValueError(f"{device!r}: expected cpu, cuda or cuda:N")
+        return device
+
+
 class Processing(Model):
     @property
     def worker_count(self) -> int:
@@ -142,6 +158,7 @@ class Processing(Model):
     pose: Pose = Pose()
     yolo: Yolo = Yolo()
     tracking: Tracking = Tracking()
+    decode: Decode = Decode()
     # analysis workers, each with its own model instance, each serving a share of the streams;
     # 0: one per CPU core (at most 8)
     workers: int = Field(0, ge=0, le=64)

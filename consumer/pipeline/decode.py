@@ -13,6 +13,14 @@ codec payload) is decoded as far as it goes: a frame the codec rejects is skippe
 still makes (concealing errors from their references) are kept, and `damage` describes what was
 lost. Only a fragment of which nothing decodes is an error. The outcome depends on the bytes
 alone, so a replay after a crash analyses the same frames.
+
+With `device` cuda or cuda:N (processing.decode.device) the codec runs on NVDEC through PyAV's
+hardware acceleration (consumer.pipeline.nvdec); each picture is brought back to system memory
+and converted to the same RGB as the CPU's. Which frames are fed and sampled, their provenance and
+the damage accounting do not depend on the device. A stream whose decoder cannot open on the GPU
+(no GPU or driver, a codec without a CUDA decoder), or whose first fragment the GPU decodes to
+nothing while the CPU decodes it, is decoded on the CPU from then on, with one warning per
+process (a fleet runs hundreds of streams): the stream goes on, slower, rather than stopping.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from fractions import Fraction
 import av
 
 from consumer.config import Sampling, SamplingMode
+from consumer.pipeline.nvdec import GpuUnavailable, open_cuda, planar, warn_fallback
 from consumer.wire import Fragment, Frame, Track
 from processors.frames import FrameSource, VideoFrame
 
@@ -105,10 +114,13 @@ class _Sampler:
 
 class StreamDecoder:
     def __init__(self, stream_name: str, stream_arn: str, sampling: Sampling,
-                 threads: str = "AUTO"):
+                 threads: str = "AUTO", device: str = "cpu"):
         self.stream_name = stream_name
         self.stream_arn = stream_arn
         self.threads = threads
+        self.device = device  # as configured: cpu, cuda or cuda:N
+        self._gpu = device != "cpu"  # False once this stream has fallen back to the CPU
+        self._gpu_proven = False  # the GPU has made a picture of this stream
         self._sampler = _Sampler(sampling)
         self._context: av.CodecContext | None = None
         self._track_key: tuple | None = None
@@ -137,13 +149,12 @@ class StreamDecoder:
             return
         in_order = fragment.video_frames()  # decode order, as the container holds them
         video = sorted(in_order, key=lambda f: f.timecode)
-        context = self._context_for(track, fragment)
         sampled = self._plan(fragment, video)
         fed = _prefix(in_order, sampled, self._sampler.sampling.mode is SamplingMode.KEYFRAMES)
         index_of = {f.timecode: i for i, f in enumerate(video)}
         errors: list[str] = []
         decoded = concealed = 0
-        for picture in _pictures(context, fed, errors):
+        for picture in self._decoded(track, fragment, fed, errors):
             decoded += 1
             self.frames_decoded += 1
             concealed += picture.is_corrupt
@@ -170,7 +181,38 @@ class StreamDecoder:
         source = FrameSource(self.stream_name, self.stream_arn, fragment.fragment_number or 0,
                              fragment.server_timestamp or 0.0, fragment.producer_timestamp or 0.0,
                              fragment.frame_offset(frame), index)
-        return VideoFrame(source, picture.to_ndarray(format="rgb24"), keyframe)
+        return VideoFrame(source, planar(picture).to_ndarray(format="rgb24"), keyframe)
+
+    @property
+    def decoding_on(self) -> str:
+        """Where this stream is decoded: the configured device, or "cpu" after a fallback."""
+        return self.device if self._gpu else "cpu"
+
+    def _decoded(self, track: Track, fragment: Fragment, fed: list,
+                 errors: list[str]) -> Iterator:
+        """The pictures of the fed frames. Until the GPU has made a picture of this stream, a
+        fragment it makes nothing of is decoded again on the CPU (nothing was given out yet):
+        if the CPU makes pictures of it, the CPU takes the stream over; if not, the fragment
+        is damaged, the GPU is kept, and `errors` are the CPU's (as on a CPU-only stream)."""
+        context = self._context_for(track, fragment)
+        on_trial = context.is_hwaccel and not self._gpu_proven
+        made = 0
+        for picture in _pictures(context, fed, errors):
+            made += 1
+            yield picture
+        if not on_trial or made or not fed:
+            self._gpu_proven |= on_trial and made > 0
+            return
+        codec = CODECS[track.codec_id]
+        gpu_errors, errors[:] = errors[:], []
+        cpu = self._open(codec, track, gpu=False)
+        for picture in _pictures(cpu, fed, errors):
+            made += 1
+            yield picture
+        if made:
+            first = f" ({gpu_errors[0]})" if gpu_errors else ""
+            self._fall_back(codec, f"NVDEC decoded nothing of a fragment the CPU decodes{first}")
+            self._context = cpu
 
     def _context_for(self, track: Track, fragment: Fragment) -> av.CodecContext:
         key = (track.codec_id, track.codec_private)
@@ -182,12 +224,29 @@ class StreamDecoder:
                               f"codec {track.codec_id!r} is not supported "
                               f"(supported: {', '.join(sorted(CODECS))})")
         self._reset()
-        context = av.CodecContext.create(codec, "r")
-        if track.codec_private:
-            context.extradata = bytes(track.codec_private)
-        context.thread_type = self.threads
+        context = self._open(codec, track, gpu=self._gpu)
         self._context, self._track_key = context, key
         return context
+
+    def _open(self, codec: str, track: Track, gpu: bool) -> av.CodecContext:
+        context = None
+        if gpu:
+            try:
+                # FFmpeg's threading default is kept: NVDEC does the work, and frame threads
+                # would only hold more of its surfaces
+                context = open_cuda(codec, self.device)
+            except GpuUnavailable as err:
+                self._fall_back(codec, str(err))
+        if context is None:
+            context = av.CodecContext.create(codec, "r")
+            context.thread_type = self.threads
+        if track.codec_private:
+            context.extradata = bytes(track.codec_private)
+        return context
+
+    def _fall_back(self, codec: str, reason: str) -> None:
+        self._gpu = False
+        warn_fallback(self.device, self.stream_name, codec, reason)
 
     def _reset(self) -> None:
         self._context = None

@@ -138,7 +138,8 @@ class StreamSession:
         self.source = source or MediaSource(stages.kvs, name, arn,
                                             start=config.streams.start.value,
                                             after_fragment=start.checkpoint)
-        self._decoder = StreamDecoder(name, arn, self.settings.sampling)
+        self._decoder = StreamDecoder(name, arn, self.settings.sampling,
+                                      device=config.processing.decode.device)
         self._phase = "starting"
         self._awaiting = 0  # frames announced to the handler and not yet settled
         self._unsettled = 0  # frames handed to analysis whose result the handler has not done
