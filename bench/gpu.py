@@ -222,33 +222,12 @@ class GpuMonitor:
 
 def consumer_settings(args: argparse.Namespace) -> dict:
     """What this benchmark changes in bench.scenario's consumer configuration."""
-    return {"sampling": {"mode": "all"}, "frames": "none",
+    return {"defaults": {"sampling": {"mode": "all"}, "frames": "none"},
             "processing": {"processor": "yolo", "batch_size": args.batch_size,
                            "decode": {"device": args.decode_device},
                            "yolo": {"weights": args.weights, "models_dir": str(args.models_dir),
                                     "device": args.device, "image_size": args.image_size,
                                     "half": args.device != "cpu"}}}
-
-
-@contextlib.contextmanager
-def configured(settings: dict):
-    """bench.scenario's consumer configured with `settings` while inside (it takes no config
-    hook: its `ours_config` is replaced in this process, and put back after)."""
-    from bench import scenario
-    original = scenario.ours_config
-
-    def gpu_config(env, names, fps, prefix) -> dict:
-        config = original(env, names, fps, prefix)
-        defaults = config["streams"]["defaults"]
-        defaults["sampling"], defaults["frames"] = settings["sampling"], settings["frames"]
-        config["processing"] = settings["processing"]
-        return config
-
-    scenario.ours_config = gpu_config
-    try:
-        yield
-    finally:
-        scenario.ours_config = original
 
 
 def decode_fallback(log_path: Path) -> str | None:
@@ -348,9 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     monitor = GpuMonitor(int(args.device.partition(":")[2] or 0)).start()
     log(f"GPU: {monitor.name or 'no GPU (' + str(monitor.reason) + ')'}")
     count = 0
-    with LocalStack(retention_seconds=120) as stack, configured(consumer_settings(args)):
+    with LocalStack(retention_seconds=120) as stack:
         logging.getLogger("werkzeug").setLevel(logging.CRITICAL)  # as bench: see its note
-        env = Environment(stack, clip, args.models_dir, out / "probes")
+        env = Environment(stack, clip, args.models_dir, out / "probes",
+                          ours_settings=consumer_settings(args))
 
         def probe(p) -> dict:
             nonlocal count

@@ -57,12 +57,15 @@ class Environment:
     clip: Path
     models_dir: Path
     workdir: Path  # configs, logs and stats files of the probes
+    # this project's consumer otherwise configured (bench.gpu): the stream defaults' and
+    # processing's keys replaced by these
+    ours_settings: dict | None = None
 
 
 def ours_config(env: Environment, names: list[str], fps: float, prefix: str) -> dict:
     """This project's consumer as a user would configure it; defaults everywhere else."""
     endpoints = env.stack.endpoints
-    return {
+    config = {
         "aws": {"region": endpoints["region"],
                 "endpoints": {k: v for k, v in endpoints.items() if k != "region"}},
         "streams": {"names": names, "start": "NOW",
@@ -72,6 +75,10 @@ def ours_config(env: Environment, names: list[str], fps: float, prefix: str) -> 
         "checkpoint": {"table": f"{prefix}-checkpoints", "worker_id": "bench"},
         "logging": {"level": "WARNING", "status_seconds": 3600},
     }
+    if env.ours_settings:
+        config["streams"]["defaults"].update(env.ours_settings.get("defaults", {}))
+        config["processing"].update(env.ours_settings.get("processing", {}))
+    return config
 
 
 def _clean_env() -> dict[str, str]:

@@ -65,7 +65,7 @@ def test_smoke_results_are_well_formed(smoke_outputs):
         1920, 1080, 30)
     processing = results["consumer_settings"]["processing"]
     assert processing["processor"] == "yolo" and processing["yolo"]["half"] is False
-    assert results["consumer_settings"]["sampling"] == {"mode": "all"}
+    assert results["consumer_settings"]["defaults"]["sampling"] == {"mode": "all"}
     sweep = results["sweep"]
     assert sweep["kind"] == "ours" and sweep["fps"] == 30.0 and isinstance(sweep["capacity"], int)
     (probe,) = sweep["probes"]

@@ -26,6 +26,7 @@ from consumer.cli import main
 from consumer.config import load_config
 from consumer.fleet.processes import (
     AUTO,
+    DECODE_DEVICE_VARIABLE,
     DEVICE_VARIABLE,
     WORKER_ID_VARIABLE,
     WORKERS_VARIABLE,
@@ -312,6 +313,12 @@ def test_child_environments(tmp_path):
                                "processing": {"processor": "yolo", "yolo": {"device": "cuda:1"}}},
                          environ={})
     assert child_environments(pinned, 2, False, {}, gpus=lambda: 2) == [{}, {}]
+    nvdec = load_config(data={"streams": {"names": ["a"]}, "outputs": {"kinesis": {"stream": "r"}},
+                              "processing": {"processor": "yolo",
+                                             "decode": {"device": "cuda"}}}, environ={})
+    envs = child_environments(nvdec, 3, False, {}, gpus=lambda: 2)
+    assert [(e[DEVICE_VARIABLE], e[DECODE_DEVICE_VARIABLE]) for e in envs] == [
+        ("cuda:0", "cuda:0"), ("cuda:1", "cuda:1"), ("cuda:0", "cuda:0")]  # decode beside YOLO
 
 
 def test_pose_children_share_the_cores_instead_of_each_taking_all(tmp_path, monkeypatch):

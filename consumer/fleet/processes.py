@@ -7,7 +7,8 @@ its environment:
 - KVSA_CHECKPOINT__WORKER_ID=<id>-<i> when the user fixed checkpoint.worker_id (file or
   environment), so the ids stay unique; otherwise each child makes its own unique id;
 - KVSA_PROCESSING__YOLO__DEVICE=cuda:<i mod GPUs> with processor yolo, yolo.device auto and
-  more than one GPU;
+  more than one GPU; likewise KVSA_PROCESSING__DECODE__DEVICE with decode.device cuda, so each
+  child decodes on the GPU its model runs on;
 - KVSA_PROCESSING__WORKERS=<cores / N> with processor pose and processing.workers left at 0
   (one analysis worker per core), so N processes do not each start a model per core.
 
@@ -50,6 +51,7 @@ AUTO = "auto"
 CONSUMER = (sys.executable, "-m", "consumer")  # the child program; tests put a stand-in here
 WORKER_ID_VARIABLE = "KVSA_CHECKPOINT__WORKER_ID"
 DEVICE_VARIABLE = "KVSA_PROCESSING__YOLO__DEVICE"
+DECODE_DEVICE_VARIABLE = "KVSA_PROCESSING__DECODE__DEVICE"
 WORKERS_VARIABLE = "KVSA_PROCESSING__WORKERS"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -101,10 +103,10 @@ def child_environments(config, count: int, fixed_worker_id: bool, environ: Mappi
                        gpus: Callable[[], int] = gpu_count) -> list[dict[str, str]]:
     """Each child's environment: ours plus its overrides (module doc)."""
     from consumer.config import ProcessorKind
-    devices = 1
-    if config.processing.processor is ProcessorKind.YOLO \
-            and config.processing.yolo.device == "auto" and count > 1:
-        devices = gpus()
+    processing = config.processing
+    spread_model = processing.processor is ProcessorKind.YOLO and processing.yolo.device == "auto"
+    spread_decode = processing.decode.device == "cuda"
+    devices = gpus() if (spread_model or spread_decode) and count > 1 else 1
     share = max(1, (os.cpu_count() or 1) // count)
     envs = []
     for i in range(count):
@@ -114,8 +116,10 @@ def child_environments(config, count: int, fixed_worker_id: bool, environ: Mappi
             env[WORKERS_VARIABLE] = str(share)
         if fixed_worker_id:
             env[WORKER_ID_VARIABLE] = f"{config.checkpoint.worker_id}-{i}"
-        if devices > 1:
+        if devices > 1 and spread_model:
             env[DEVICE_VARIABLE] = f"cuda:{i % devices}"
+        if devices > 1 and spread_decode:
+            env[DECODE_DEVICE_VARIABLE] = f"cuda:{i % devices}"
         envs.append(env)
     return envs
 
