@@ -1,6 +1,8 @@
 """Find a processor's model file; download a missing one once from its published URL.
 
-`resolve_model(name, models_dir)` returns `models_dir/name` (with `~` expanded) when it exists.
+`resolve_model(name, models_dir)` returns `models_dir/name` (with `~` expanded) when it exists;
+`name` may also be a pose variant, `lite`, `full` or `heavy`, meaning
+`pose_landmarker_{variant}.task` (`model_file_name`, the one place that mapping lives).
 Otherwise, if downloads are allowed and the name has a published URL (Google's MediaPipe pose
 landmarker bundles), it is fetched once into that folder: written to a temporary file beside it,
 checked (a `.task` bundle is a ZIP archive, so an HTML error page is never kept), flushed, then
@@ -22,9 +24,11 @@ log = logging.getLogger(__name__)
 
 POSE_URL = ("https://storage.googleapis.com/mediapipe-models/pose_landmarker/"
             "pose_landmarker_{variant}/float16/latest/pose_landmarker_{variant}.task")
+# `processing.pose.model` shorthands: each names Google's bundle pose_landmarker_{variant}.task
+POSE_VARIANTS = ("lite", "full", "heavy")
 PUBLISHED: dict[str, str] = {
     f"pose_landmarker_{variant}.task": POSE_URL.format(variant=variant)
-    for variant in ("lite", "full", "heavy")
+    for variant in POSE_VARIANTS
 }
 DOWNLOAD_TIMEOUT_S = 120.0
 _CHUNK = 1 << 16
@@ -40,6 +44,12 @@ class ModelNotFoundError(FileNotFoundError):
         self.url = url
 
 
+def model_file_name(name: str) -> str:
+    """The file a model name means: a pose variant (`lite`, `full`, `heavy`) is
+    `pose_landmarker_{variant}.task`; any other name is a file name already."""
+    return f"pose_landmarker_{name}.task" if name in POSE_VARIANTS else name
+
+
 def published_url(name: str) -> str | None:
     """Google's published URL for a known model file name, else None."""
     return PUBLISHED.get(name)
@@ -50,8 +60,10 @@ def resolve_model(name: str, models_dir: str | os.PathLike[str], *, download: bo
     """The path of model `name` in `models_dir`, downloading it first when missing and allowed.
 
     `url` overrides the published URL (tests point it at an unreachable address); `timeout`
-    bounds the whole download in seconds. Raises ModelNotFoundError.
+    bounds the whole download in seconds. `name` may be a pose variant (model_file_name).
+    Raises ModelNotFoundError.
     """
+    name = model_file_name(name)
     folder = Path(models_dir).expanduser()
     path = folder / name
     if path.is_file():

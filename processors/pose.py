@@ -4,6 +4,10 @@ The landmarker runs in IMAGE mode: every frame is analysed on its own, with no s
 one frame to the next, so a batch may mix frames from many cameras in any order and each result is
 the same as if its frame were processed alone. (`min_tracking_confidence` therefore has no effect:
 MediaPipe only uses it in VIDEO/LIVE_STREAM mode; identity across frames is a tracker's job.)
+VIDEO mode per stream was measured against this (`python -m bench.pose_choice`): with fewer
+persons than num_poses it still runs the detector on every frame, cost 11-33 % more CPU a frame
+at S = 1 and 2 and disagreed on the person count on a quarter of the several-person frames, so it
+is not offered. `config.model` may be `lite`, `full` or `heavy` (processors.models).
 
 Each Person carries:
   landmarks   33 Landmarks in MediaPipe's order (nose, eyes, ..., feet): x, y normalised to the

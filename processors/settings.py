@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from processors.models import POSE_VARIANTS, model_file_name
+
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key."""
@@ -19,6 +21,10 @@ class Model(BaseModel):
 
 
 class Pose(Model):
+    """MediaPipe PoseLandmarker. `model`: `lite`, `full` or `heavy` (Google's bundle
+    pose_landmarker_{variant}.task, downloaded once when missing and allowed; offline, build lite
+    and heavy with `python -m processors.pose_bundles`), or a .task file name in models_dir."""
+
     enabled: bool = True
     model: str = "pose_landmarker_full.task"
     models_dir: Path = Path("~/.cache/kvs-analytics/models")
@@ -27,6 +33,16 @@ class Pose(Model):
     min_presence_confidence: float = Field(0.5, ge=0, le=1)
     min_tracking_confidence: float = Field(0.5, ge=0, le=1)
     download: bool = True  # fetch a missing model from Google's published URL once
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, model: str) -> str:
+        """A shorthand becomes its file name (processors.models.model_file_name, as everywhere)."""
+        name = model_file_name(model)
+        if not name.endswith(".task"):
+            raise ValueError(f"{model!r}: expected {', '.join(POSE_VARIANTS)} or the file name of "
+                             "a MediaPipe pose landmarker bundle (*.task)")
+        return name
 
 
 class Yolo(Model):
