@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from consumer.presets import with_preset
 from processors.settings import ConfigError, Model, Pose, Tracking, Yolo
 
 ENV_PREFIX = "KVSA_"
@@ -351,6 +352,7 @@ class Logging(Model):
 
 
 class Config(Model):
+    preset: str | None = Field(None, description="fast, balanced or accurate (consumer.presets)")
     aws: Aws = Aws()
     streams: Streams
     processing: Processing = Processing()
@@ -383,6 +385,10 @@ def load_config(path: str | Path | None = None, data: Mapping[str, Any] | None =
     else:
         raw = dict(data or {})
     raw = _apply_environment(raw, os.environ if environ is None else environ)
+    try:
+        raw = with_preset(raw)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     try:
         return Config.model_validate(raw)
     except ValidationError as err:

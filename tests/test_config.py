@@ -110,3 +110,22 @@ def test_the_example_file_validates_and_documents_every_key():
     documented = _keys(yaml.safe_load(EXAMPLE.read_text()))
     missing = _paths(Config) - documented
     assert not missing, f"keys missing from {EXAMPLE.name}: {sorted(missing)}"
+
+
+def test_a_preset_fills_in_what_the_file_leaves_out_and_the_file_wins():
+    base = {"streams": {"names": ["a"]}, "outputs": {"kinesis": {"stream": "r"}}}
+    fast = load_config(data={**base, "preset": "fast"}, environ={})
+    assert fast.processing.pose.model == "pose_landmarker_lite.task"
+    assert fast.streams.defaults.sampling.fps == 1
+    mine = load_config(data={**base, "preset": "accurate",
+                             "processing": {"pose": {"num_poses": 2}}}, environ={})
+    assert mine.processing.pose.model == "pose_landmarker_heavy.task"
+    assert mine.processing.pose.num_poses == 2  # the file's own key wins
+    assert mine.streams.defaults.sampling.fps == 5
+    from_env = load_config(data=base, environ={"KVSA_PRESET": "fast"})
+    assert from_env.processing.pose.model == "pose_landmarker_lite.task"
+    assert load_config(data=base, environ={}).processing.pose.model == \
+        load_config(data={**base, "preset": "balanced"}, environ={}).processing.pose.model
+    with pytest.raises(ConfigError, match=r"preset: 'quick' is not a preset; expected one of "
+                                          r"fast, balanced, accurate"):
+        load_config(data={**base, "preset": "quick"}, environ={})
