@@ -14,9 +14,10 @@ warm-up and counts for nothing but the lag plot.
 - delay of a fragment: the arrival of its last record (by t_cut) minus its server timestamp
   (fragments with no record by t_cut have none: criterion 1 counts what they miss).
 - BOUNDED (the lag stayed bounded over the run) when both hold:
-    1. delivered: records of frames whose producer time lies in [t0 + T/3, t_cut - 3 fragments]
-       that arrived by t_cut number at least 95 % of K x S x that span (the consumer keeps up
-       and delivers a frame within 3 fragment durations of its capture);
+    1. delivered: records of frames in the fragments starting in [t0 + T/3, t_cut - 3
+       fragments] that arrived by t_cut number at least 95 % of S x those fragments' duration,
+       all cameras (the consumer keeps up and delivers a frame within 3 fragment durations of
+       its capture; whole fragments, so the count does not depend on the schedule's phase);
     2. not growing: the least-squares slope of the fragments' delay against their server
        timestamp, over fragments from t0 + T/3 to t_cut - 1 fragment, is at most 0.1 s per s
        (the consumer falls behind real time by at most 10 %; a consumer that keeps up has a
@@ -94,6 +95,30 @@ def fragment_delays(raw: dict, since: float, until: float,
             if (stream, index) in last:
                 points.append((server, last[(stream, index)] - server))
     return sorted(points)
+
+
+def judged_frames(fragments: dict[str, list], arrivals: list[dict], fps: float, since: float,
+                  until: float, cut: float) -> tuple[float, int]:
+    """(frames expected, records delivered by `cut`) for criterion 1: per camera, over its
+    whole fragments that start in [since, until): S x their duration expected, records of frames
+    in them counted. Whole fragments, so a window holds the same number of sample times whatever
+    the phase of a camera's schedule (a fixed-length window held 6 or 7 frames of a camera at
+    S = 1 depending on where its fragments began: 90 % or 105 % for a consumer that missed
+    nothing)."""
+    spans: dict[str, tuple[float, float]] = {}
+    expected = 0.0
+    for stream, rows in fragments.items():
+        inside = [row for row in rows if since <= row[0] < until]
+        if inside:
+            spans[stream] = (inside[0][0], inside[-1][0] + inside[-1][2])
+            expected += fps * sum(row[2] for row in inside)
+    margin = 1e-3  # a frame's producer time is the fragment's start plus whole milliseconds
+    delivered = 0
+    for a in arrivals:
+        span = spans.get(a["stream"])
+        delivered += bool(span and span[0] - margin <= a["producer_time"] < span[1] - margin
+                          and a["arrival"] <= cut)
+    return expected, delivered
 
 
 def slope(points: list[tuple[float, float]]) -> float | None:
@@ -178,9 +203,7 @@ def summarise(raw: dict, fragment_seconds: float = 2.0) -> dict:
     warm = t0 + span / 3
     arrivals = raw["arrivals"]
     window_end = max(warm + fragment_seconds, t_cut - 3 * fragment_seconds)
-    expected = k * fps * (window_end - warm)
-    delivered = sum(warm <= a["producer_time"] < window_end and a["arrival"] <= t_cut
-                    for a in arrivals)
+    expected, delivered = judged_frames(fragments, arrivals, fps, warm, window_end, t_cut)
     delivered_ratio = delivered / expected if expected else 0.0
     delays = fragment_delays(raw, warm, t_cut, fragment_seconds)
     growth = slope(delays)

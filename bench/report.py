@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench.breakdown import breakdown_markdown
-from bench.limit import limit
+from bench.limit import limit, shared_line
 
 BILLED = ("kinesis:PutRecords", "kinesis:PutRecord", "s3:PutObject", "dynamodb:PutItem",
           "dynamodb:UpdateItem", "dynamodb:DeleteItem")
@@ -61,7 +61,8 @@ def capacity_rows(sweeps: list[dict], machine_cores: int,
     rows = []
     for sweep in sweeps:
         probe = _capacity_probe(sweep)
-        bound = limit(unit_costs, sweep["fps"], machine_cores)
+        bound = limit(unit_costs, sweep["fps"], machine_cores,
+                      shared_line(_shared_points(sweeps, sweep["fps"])))
         cameras = bound["cameras"] if bound else None
         row = {"kind": sweep["kind"], "fps": sweep["fps"], "capacity": sweep["capacity"],
                "at_cap": sweep["at_cap"], "complete": not sweep["skipped"], "probe": probe,
@@ -81,6 +82,18 @@ def capacity_rows(sweeps: list[dict], machine_cores: int,
                 "cost_per_camera_day_usd": probe["cost_per_camera_day_usd"]}
         rows.append(row)
     return rows
+
+
+def _shared_points(sweeps: list[dict], fps: float) -> list[tuple[int, float]]:
+    """(K, cores of the cameras + the harness with the local stack) of every probe at `fps`
+    that measured them, both consumers'."""
+    points = []
+    for sweep in sweeps:
+        for probe in sweep["probes"] if sweep["fps"] == fps else ():
+            cores = probe.get("cores") or {}
+            if cores.get("cameras") is not None and cores.get("harness") is not None:
+                points.append((probe["cameras"], cores["cameras"] + cores["harness"]))
+    return points
 
 
 RATIO_KEYS = {  # row key -> (label, higher is better)
@@ -164,13 +177,22 @@ def limit_note(results: dict) -> str:
         return "limit K: not measured (the unit-cost micro-benchmark failed; see below)."
     cpu = {k: v * 1000 for k, v in units["cpu_seconds"].items()}
     cores = results["machine"]["cores_usable"]
-    return (f"limit K: the physical limit, {cores} usable cores / the CPU of one camera-second "
-            f"at S (bench.limit), measured in this run: decode {cpu['decode_frame']:.2f} ms "
-            f"x the frames up to each fragment's last sampled one (of {units['clip_fps']:.0f} "
-            f"a second) + S x (RGB {cpu['rgb_frame']:.2f} ms + pose "
+    shares = []
+    for row in results["rows"]:
+        bound = row.get("limit") or {}
+        shared = bound.get("shared")
+        if row["kind"] == "ours" and shared:
+            shares.append(f"S={row['fps']:g}: {shared['cores']:.2f} + {shared['per_camera']:.3f}"
+                          f" x K cores, limit {bound['cameras']:.1f} (alone "
+                          f"{bound['alone']:.1f})")
+    return (f"limit K: the physical limit, the cores left to a consumer by the cameras and the "
+            f"local stack ({cores} usable cores minus their CPU, a line in K fitted to this "
+            f"run's probes at that S: {'; '.join(shares) or 'not measured'}) / the CPU of one "
+            f"camera-second at S (bench.limit), measured in this run: decode "
+            f"{cpu['decode_frame']:.2f} ms x the frames up to each fragment's last sampled one "
+            f"(of {units['clip_fps']:.0f} a second) + S x (RGB {cpu['rgb_frame']:.2f} ms + pose "
             f"{cpu['pose_frame']:.1f} ms + {units['person_fraction']:.0%} x JPEG "
-            f"{cpu['jpeg_frame']:.1f} ms) CPU. The cameras and the local stack share these "
-            "cores in the benchmark.")
+            f"{cpu['jpeg_frame']:.1f} ms) CPU. \"alone\": the limit on cores of its own.")
 
 
 def cost_table(rows: list[dict]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.breakdown import breakdown, breakdown_markdown, choose
-from bench.limit import camera_second_cost, decoded_per_second, limit
+from bench.limit import camera_second_cost, decoded_per_second, limit, shared_line
 from bench.report import capacity_rows, markdown
 
 UNITS = {"clip_fps": 15.0, "person_fraction": 0.5,
@@ -94,7 +94,7 @@ def test_the_report_has_the_limit_columns_and_a_stage_table_per_s():
                              "capacity / limit |")
     assert rule.count("|") == header.count("|") == lines[0].count("|")
     assert lines[0].startswith("| this project | 2 | 6 | 11.9 | 0.50 |")
-    assert "limit K: the physical limit, 2 usable cores" in text
+    assert "limit K: the physical limit, the cores left to a consumer" in text
     assert "{" not in text  # every figure formatted
     stage_lines = breakdown_markdown(results["breakdown"])
     assert stage_lines[0].startswith("Per-stage latency at S=2 (K = 6, the largest both")
@@ -103,3 +103,20 @@ def test_the_report_has_the_limit_columns_and_a_stage_table_per_s():
     assert "| **end to end p50** (measured) | | **1,400.0** | **700.0** | | |" in stage_lines
     assert "| batch_wait |" not in text  # a stage neither measured is left out
     assert "\n".join(stage_lines) in text
+
+
+def test_the_limit_leaves_the_cameras_and_the_local_stack_their_cores():
+    # the cameras and the stack took 0.2 + 0.05 x K cores in the probes
+    points = [(k, 0.2 + 0.05 * k) for k in (1, 2, 4, 8)]
+    assert shared_line(points) == (pytest.approx(0.2), pytest.approx(0.05))
+    assert shared_line([(4, 0.4), (4, 0.6)]) == (0.0, pytest.approx(0.125))  # one K
+    assert shared_line([]) is None
+    bound = limit(UNITS, 2.0, 2, shared=(0.2, 0.05))
+    # K x 0.168 + 0.2 + 0.05 x K = 2 cores
+    assert bound["cameras"] == pytest.approx(1.8 / 0.218)
+    assert bound["alone"] == pytest.approx(2 / 0.168)
+    ours = [dict(probe("ours", k, True), cores={"consumer": 1.0, "cameras": 0.04 * k,
+                                               "harness": 0.2 + 0.01 * k}) for k in (2, 4)]
+    rows = capacity_rows([sweep("ours", 2.0, 4, ours)], 2, UNITS)
+    assert rows[0]["limit"]["cameras"] == pytest.approx(1.8 / 0.218)
+    assert rows[0]["capacity_to_limit"] == pytest.approx(4 / (1.8 / 0.218))

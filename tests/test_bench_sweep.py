@@ -146,6 +146,14 @@ def test_a_consumer_that_keeps_up_is_bounded():
     assert summary["cost_per_camera_day_usd"] > 0
 
 
+def test_a_consumer_that_delivers_every_frame_is_judged_whole_whatever_the_phase():
+    # 19 s at S = 1: the judged span is 6.7 s, which a fixed window filled with 6 of a
+    # camera's frames (0.90, "not bounded") when every camera's fragments began in phase
+    for seconds in (19.0, 20.0, 21.0):
+        summary = summarise(synthetic_raw(23, 1.0, service_share=1.0, seconds=seconds))
+        assert summary["delivered_ratio"] == 1.0 and summary["bounded"]
+
+
 def test_a_consumer_that_falls_behind_is_not_bounded():
     summary = summarise(synthetic_raw(4, 2.0, service_share=0.75))
     assert not summary["bounded"]
