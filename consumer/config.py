@@ -342,6 +342,8 @@ def default_worker_id() -> str:
 class Logging(Model):
     level: str = "INFO"
     status_seconds: float = Field(10.0, gt=0)
+    # text: "time level logger: message"; json: one object a line (consumer.observe.logs)
+    format: Literal["text", "json"] = "text"
 
     @field_validator("level")
     @classmethod
@@ -349,6 +351,24 @@ class Logging(Model):
         if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return level.upper()
+
+
+class Health(Model):
+    """The health and metrics endpoint and the CloudWatch EMF lines (consumer.observe)."""
+
+    # 0: no endpoint (the default; the container image sets 8080). `--processes N` gives child i
+    # the port + i.
+    port: int = Field(0, ge=0, le=65535)
+    # every interface: in a container the endpoint must be reachable from outside it (the
+    # Docker health check, a Prometheus scrape); 127.0.0.1 keeps it on the machine
+    host: str = Field("0.0.0.0", min_length=1)
+    # a stream is stuck (/readyz: 503) when video it read has waited this long and its
+    # checkpoint has not advanced for as long
+    stuck_seconds: float = Field(120.0, gt=0)
+    emf: bool = Field(False, description="CloudWatch Embedded Metric Format lines on stdout")
+    emf_seconds: float = Field(60.0, ge=1, description="one EMF line this often")
+    # the EMF lines' dimension Fleet (the stack's alarms read Fleet = its NamePrefix)
+    fleet: str = Field("kvs-analytics", pattern=r"^[A-Za-z0-9_.:/\-]{1,255}$")
 
 
 class Config(Model):
@@ -360,6 +380,7 @@ class Config(Model):
     events: Events = Events()
     checkpoint: Checkpoint = Checkpoint()
     logging: Logging = Logging()
+    health: Health = Health()
     shutdown_seconds: float = Field(8.0, gt=0, description="drain budget after SIGTERM")
 
     @model_validator(mode="after")

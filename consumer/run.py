@@ -1,7 +1,11 @@
 """`python -m consumer run --config FILE`: the long-running consumer.
 
 Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for a configuration error, 3 when a
-dependency (model, table, AWS) cannot be set up. A second signal exits at once.
+dependency (model, table, AWS, the health port) cannot be set up. A second signal exits at once.
+
+With `health.port`, the health and metrics endpoint (consumer.observe) listens from the start,
+alive and not ready while models load, until the process exits; `health.emf` writes CloudWatch
+EMF lines on stdout while the supervisor runs; `logging.format` chooses text or JSON lines.
 """
 
 from __future__ import annotations
@@ -66,15 +70,30 @@ def run(config_path: str | None, stop: threading.Event | None = None,
     except ConfigError as err:
         print(f"consumer: {err}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.logging.level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    for noisy in ("botocore", "urllib3", "werkzeug"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
+    from consumer.observe.logs import configure_logging
+    configure_logging(config.logging)
+    stop = stop or threading.Event()
+    install_signal_handlers(stop)
+    health = None
+    if config.health.port:  # up while models load: alive, not ready
+        from consumer.observe.server import HealthServer
+        try:
+            health = HealthServer(config.health).start()
+        except OSError as err:
+            print(f"consumer: health.port: cannot listen on {config.health.host}:"
+                  f"{config.health.port}: {err.strerror or err}", file=sys.stderr)
+            return 3
+    try:
+        return _serve(config, stop, stats_file, health)
+    finally:
+        if health is not None:
+            health.close()
+
+
+def _serve(config: Config, stop: threading.Event, stats_file: str | None, health) -> int:
     from consumer.fleet.coordinator import DuplicateWorkerId
     from consumer.streams.supervisor import StreamSupervisor
     from processors.models import ModelNotFoundError
-    stop = stop or threading.Event()
-    install_signal_handlers(stop)
     try:
         processors = build_processors(config)
     except (ModelNotFoundError, ConfigError) as err:
@@ -90,10 +109,20 @@ def run(config_path: str | None, stop: threading.Event | None = None,
         print(f"consumer: cannot start: {err}", file=sys.stderr)
         _close(processors)
         return 3
+    emf = None
+    if health is not None:
+        health.attach(service)
+    if config.health.emf:
+        from consumer.observe.emf import EmfEmitter
+        emf = EmfEmitter(service, config.health.fleet, config.health.emf_seconds).start()
     try:
         service.run(stop)
     finally:
+        if health is not None:
+            health.stopping()
         service.shutdown()
+        if emf is not None:
+            emf.stop()
         _close(processors)
         if stats_file:
             Path(stats_file).write_text(json.dumps(service.stats(), indent=1, default=str))

@@ -63,6 +63,7 @@ class LeaseKeeper:
         self.saved: dict[str, int] = {}  # stream ARN -> last checkpoint written by this worker
         self.writes = 0  # checkpoint writes
         self.renewals = 0
+        self.lost = 0  # leases lost: a write found another owner, or not renewed in time
         self._held: dict[str, HeldLease] = {}
         self._lost: list[str] = []
         self._last_heartbeat = -float("inf")
@@ -154,6 +155,23 @@ class LeaseKeeper:
         except Exception as err:
             log.warning("worker heartbeat not written (%s)", err)
 
+    @property
+    def last_heartbeat(self) -> float:
+        """clock() of the last heartbeat written (-inf: none yet): the table's reachability."""
+        return self._last_heartbeat
+
+    def checkpoint_written(self, stream_arn: str) -> float | None:
+        """clock() of the last checkpoint written for a held stream since this worker took its
+        lease (None: none yet, or not held)."""
+        with self._lock:
+            held = self._held.get(stream_arn)
+            return (held.last_checkpoint_write or None) if held is not None else None
+
+    @property
+    def alive(self) -> bool:
+        """The renewal thread runs (for the health endpoint)."""
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         self._stopping.set()
         self._thread.join(5)
@@ -239,6 +257,7 @@ class LeaseKeeper:
         with self._lock:
             if not held.lost:
                 held.lost = True
+                self.lost += 1
                 self._lost.append(held.stream_arn)
 
     def _check_expiry(self) -> None:
@@ -249,4 +268,5 @@ class LeaseKeeper:
                 log.warning("stream %s: lease not renewed for %.1f s; assuming it is lost",
                             held.stream_name, now - held.renewed)
                 held.lost = True
+                self.lost += 1
                 self._lost.append(held.stream_arn)

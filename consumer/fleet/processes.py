@@ -10,7 +10,9 @@ its environment:
   more than one GPU; likewise KVSA_PROCESSING__DECODE__DEVICE with decode.device cuda, so each
   child decodes on the GPU its model runs on;
 - KVSA_PROCESSING__WORKERS=<cores / N> with processor pose and processing.workers left at 0
-  (one analysis worker per core), so N processes do not each start a model per core.
+  (one analysis worker per core), so N processes do not each start a model per core;
+- KVSA_HEALTH__PORT=<port + i> when health.port is set, so each child has its own health and
+  metrics endpoint (child 0 keeps the port the container's health check asks).
 
 `auto` is one process per CPU core for pose, one per GPU for yolo (at least 1).
 
@@ -53,6 +55,7 @@ WORKER_ID_VARIABLE = "KVSA_CHECKPOINT__WORKER_ID"
 DEVICE_VARIABLE = "KVSA_PROCESSING__YOLO__DEVICE"
 DECODE_DEVICE_VARIABLE = "KVSA_PROCESSING__DECODE__DEVICE"
 WORKERS_VARIABLE = "KVSA_PROCESSING__WORKERS"
+HEALTH_PORT_VARIABLE = "KVSA_HEALTH__PORT"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -120,6 +123,8 @@ def child_environments(config, count: int, fixed_worker_id: bool, environ: Mappi
             env[DEVICE_VARIABLE] = f"cuda:{i % devices}"
         if devices > 1 and spread_decode:
             env[DECODE_DEVICE_VARIABLE] = f"cuda:{i % devices}"
+        if config.health.port:
+            env[HEALTH_PORT_VARIABLE] = str(config.health.port + i)
         envs.append(env)
     return envs
 
@@ -155,8 +160,8 @@ def run_processes(config_path: str, processes: int | str, stats_file: str | None
     except ConfigError as err:
         print(f"consumer: {err}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.logging.level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    from consumer.observe.logs import configure_logging
+    configure_logging(config.logging)  # logging.format: the parent's lines as the children's
     status = ProcessSupervisor(child_commands(config_path, count, stats_file, program),
                                envs).run()
     if stats_file:

@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -78,6 +79,8 @@ class Analyzer:
         self.frames = 0
         self.mixed_batches = 0  # batches with frames of more than one stream
         self.busy_seconds = 0.0
+        self.batch_sizes: Counter[int] = Counter()  # frames in a batch -> batches analysed
+        self.failures = 0  # batches the processor raised on
         self._taken = 0  # items taken off the queue for the current batch
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="analysis", daemon=True)
@@ -100,6 +103,11 @@ class Analyzer:
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
         self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """The worker thread runs (for the health endpoint)."""
+        return self._thread.is_alive()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -149,6 +157,7 @@ class Analyzer:
         except Exception:
             log.exception("processor %s failed on a batch of %d frames; their fragments "
                           "will be re-read after a restart", self.processor.name, len(batch))
+            self.failures += 1
             for request in batch:
                 self.route(request.session, NotAnalysed(request.frame, "failed", request.seq))
             return
@@ -158,6 +167,7 @@ class Analyzer:
         self.times.add(INFERENCE, call, count=len(batch))  # every frame waited the whole call
         self.times.add(INFERENCE_FRAME, call / len(batch))
         self.batches += 1
+        self.batch_sizes[len(batch)] += 1
         self.frames += len(batch)
         self.mixed_batches += len({r.frame.source.stream_arn for r in batch}) > 1
         for request, result in zip(batch, results, strict=True):  # the Processor contract

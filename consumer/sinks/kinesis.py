@@ -173,6 +173,11 @@ class KinesisRecordWriter:
             _call(entry.on_done, False)
         return False
 
+    @property
+    def alive(self) -> bool:
+        """The writer thread runs (for the health endpoint)."""
+        return self._thread.is_alive()
+
     def stats(self) -> WriterStats:
         """A snapshot of the counters, for status logs."""
         with self._cond:

@@ -116,6 +116,11 @@ class S3ObjectWriter:
         self._pool.shutdown(wait=drained)
         return drained
 
+    @property
+    def alive(self) -> bool:
+        """Uploads are still taken (not closed; for the health endpoint)."""
+        return not self._closed
+
     def stats(self) -> UploadStats:
         """A snapshot of the counters, for status logs."""
         with self._cond:

@@ -1,10 +1,19 @@
-"""A stream session's counters and recent lags, for status lines and `--stats-file`."""
+"""A stream session's counters and recent lags, for status lines, `--stats-file` and
+`/metrics` (consumer.observe reads them at scrape time).
+
+`lag_times` holds every analysed frame's lag (producer time -> its record built and handed to
+the writers) as a `StageTimes` histogram under the stage name `LAG`: fixed log buckets from
+the session's start, so a scrape or an EMF line reads a distribution, not the recent window."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
 from dataclasses import dataclass, field
+
+from consumer.pipeline.stage_times import StageTimes
+
+LAG = "lag"  # the stage name of `StreamStats.lag_times`
 
 
 @dataclass
@@ -22,12 +31,15 @@ class StreamStats:
     errors: list[str] = field(default_factory=list)
     # seconds from a frame's producer time to its analysis, recent frames
     lags: deque = field(default_factory=lambda: deque(maxlen=500))
+    lag_times: StageTimes = field(default_factory=StageTimes)  # every lag, histogram (LAG)
 
     def note_analysed(self, producer_time: float, persons: int) -> None:
         self.frames_analysed += 1
         self.persons += persons
         self.last_producer_time = producer_time
-        self.lags.append(max(0.0, time.time() - producer_time))
+        lag = max(0.0, time.time() - producer_time)
+        self.lags.append(lag)
+        self.lag_times.add(LAG, lag)
 
     def lag_percentile(self, fraction: float) -> float | None:
         if not self.lags:

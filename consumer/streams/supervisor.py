@@ -130,6 +130,7 @@ class StreamSupervisor:
         self._keys = itertools.count(1)
         self._backoff = Backoff(base=1.0, cap=60.0)
         self.started = time.monotonic()
+        self.loop_at = self.started  # monotonic time of the lease loop's last turn (liveness)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -152,7 +153,7 @@ class StreamSupervisor:
         next_cycle = time.monotonic() + self.keeper.renew_every
         next_status = time.monotonic() + config.logging.status_seconds
         while not stop.wait(0.2):
-            now = time.monotonic()
+            now = self.loop_at = time.monotonic()
             if now >= next_list:
                 self.refresh_streams()
                 next_list = now + config.streams.relist_seconds

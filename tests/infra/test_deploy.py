@@ -200,6 +200,7 @@ def test_launch_template_user_data_writes_a_valid_config(local, deployed):
     assert config.outputs.s3.prefix == "video"
     assert config.checkpoint.table == outputs["LeaseTableName"]
     assert config.streams.prefix == "cam-"
+    assert config.health.emf and config.health.fleet == PREFIX  # the alarms' dimension Fleet
     assert "run --config /etc/kvs-analytics/consumer.yaml --processes auto" in script
     assert f"{outputs['RepositoryUri']}:latest" in script
     assert "--gpus all" not in script  # Processor=none: no GPU flag
