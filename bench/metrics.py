@@ -108,10 +108,17 @@ def judged_frames(fragments: dict[str, list], arrivals: list[dict], fps: float, 
     spans: dict[str, tuple[float, float]] = {}
     expected = 0.0
     for stream, rows in fragments.items():
-        inside = [row for row in rows if since <= row[0] < until]
+        starts = [row[0] for row in rows]
+        # a fragment's length is the time to the next one's start: ListFragments' duration
+        # stops at its last frame's timestamp, a frame period short (2 s fragments of 15 fps
+        # read as 1.933 s, which made 4 records a fragment count as 103 %)
+        lengths = [b - a for a, b in zip(starts, starts[1:])]
+        typical = statistics.median(lengths) if lengths else None
+        inside = [(start, lengths[i] if i < len(lengths) else (typical or rows[i][2]))
+                  for i, start in enumerate(starts) if since <= start < until]
         if inside:
-            spans[stream] = (inside[0][0], inside[-1][0] + inside[-1][2])
-            expected += fps * sum(row[2] for row in inside)
+            spans[stream] = (inside[0][0], inside[-1][0] + inside[-1][1])
+            expected += fps * sum(length for _, length in inside)
     margin = 1e-3  # a frame's producer time is the fragment's start plus whole milliseconds
     delivered = 0
     for a in arrivals:

@@ -152,6 +152,13 @@ def test_a_consumer_that_delivers_every_frame_is_judged_whole_whatever_the_phase
     for seconds in (19.0, 20.0, 21.0):
         summary = summarise(synthetic_raw(23, 1.0, service_share=1.0, seconds=seconds))
         assert summary["delivered_ratio"] == 1.0 and summary["bounded"]
+    # ListFragments' duration ends at the last frame (1.933 s of a 2 s, 15 fps fragment): the
+    # length that counts is the time to the next fragment
+    raw = synthetic_raw(4, 2.0, service_share=1.0)
+    for rows in raw["fragments"].values():
+        for row in rows:
+            row[2] = 2.0 - 1 / 15
+    assert summarise(raw)["delivered_ratio"] == 1.0
 
 
 def test_a_consumer_that_falls_behind_is_not_bounded():
