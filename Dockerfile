@@ -11,7 +11,7 @@
 #       [-v $PWD/models:/models:ro] IMAGE run --config /etc/kvs-analytics/consumer.yaml
 #
 # Config: the file, and/or KVSA_* variables (KVSA_OUTPUTS__S3__BUCKET=...). Models are read from
-# /models (mount a folder there, or bake them with MODELS_URL). docs/deploy-aws.md has the rest.
+# /models (mount a folder there, or bake them with MODELS_URL). README.md, "Deploy to AWS", has the rest.
 
 ARG BASE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 

@@ -1,6 +1,6 @@
 """How a running consumer is watched from outside: an HTTP endpoint (`/healthz`, `/readyz`,
 `/metrics` in Prometheus format), CloudWatch Embedded Metric Format lines for the stack's alarms,
-and JSON log lines. docs/health-metrics.md describes what each says.
+and JSON log lines. the README section "Health, metrics and logs" describes what each says.
 
 Contract: everything here *reads* what the consumer already keeps (the supervisor's sessions and
 their `StreamStats`, the shared `StageTimes`, the writers' and the lease keeper's counters, the

@@ -5,7 +5,7 @@ Nothing is counted here: every figure is one the consumer already keeps (a sessi
 coordinator's counts, the analysis workers' counts), read when Prometheus asks. Per-stream
 counters belong to the stream's session in this worker: a new session (a restart, a lease won
 back) starts them from zero, which Prometheus' `rate()` reads as a counter reset.
-docs/health-metrics.md lists every family.
+The README section "Health, metrics and logs" lists every family.
 """
 
 from __future__ import annotations

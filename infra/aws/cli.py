@@ -14,7 +14,7 @@ Deploy kvs-analytics to AWS with CloudFormation, and configure consumers for the
 The stack (infra/cloudformation/kvs-analytics.yaml) holds the camera streams (optional), the
 records' Kinesis data stream, Firehose into the bucket, the bucket, the lease table, the ECR
 repository, the fleet (launch template + Auto Scaling group of GPU instances running the image),
-logs, alarms, and Glue/Athena over the output. docs/deploy-aws.md walks through it all."""
+logs, alarms, and Glue/Athena over the output. README.md, "Deploy to AWS", walks through it all."""
 
 EPILOG = """\
 credentials and region: the usual AWS chain (AWS_PROFILE / --profile, AWS_REGION / --region,

@@ -2,7 +2,7 @@
 
 moto's CloudFormation reports CREATE_COMPLETE for resource types it does not implement, so the
 checks below look at the resources themselves. What moto cannot show (checked only by cfn-lint
-and tests/infra/test_template.py, and named in docs/deploy-aws.md):
+and tests/infra/test_template.py, and named in the README, "Deploy to AWS"):
 - not created at all by moto: AWS::KinesisVideo::Stream (the camera streams),
   AWS::KinesisFirehose::DeliveryStream, AWS::CloudWatch::Alarm, AWS::S3::BucketPolicy,
   AWS::Glue::Database, AWS::Glue::Table, AWS::Athena::WorkGroup, AWS::Logs::LogStream;
