@@ -281,7 +281,9 @@ class Events(Model):
 
     # stream name (or shell-style pattern, e.g. "lobby-*") -> its rules; an exact name wins
     cameras: dict[str, CameraRules] = Field(default_factory=dict)
-    track_timeout_seconds: float = Field(2.0, gt=0, description="an unseen track is dropped")
+    # an unseen track is given up (a zone exit with reason "lost") after this or
+    # processing.tracking.lost_track_seconds, whichever is longer
+    track_timeout_seconds: float = Field(2.0, gt=0)
     highlights: bool = True
     clips: bool = True
     pre_roll_seconds: float = Field(5.0, ge=0, le=60)

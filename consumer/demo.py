@@ -3,18 +3,26 @@
 Starts the local stack (our Kinesis Video service + moto's S3, Kinesis and DynamoDB), creates the
 streams, bucket, data stream and checkpoint table, starts simulated cameras looping a clip with a
 person in it, runs the consumer for a bounded time with a live status, then reads everything back
-and prints a per-camera summary. Outputs are copied to a local folder to look at afterwards.
+and prints a per-camera summary. Outputs are copied to a local folder to look at afterwards
+(`--output`, default `demo-output/` in the current folder, which git ignores): what a previous run
+left there is removed first, so the folder holds one run. The native libraries' own log lines
+(MediaPipe, LiteRT, TFLite, absl: about a hundred at model load) go to `native.log` in that folder
+instead of the terminal, unless `verbose`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from consumer.config import load_config
@@ -26,6 +34,73 @@ DEFAULT_MODELS = REPO.parent / "shared" / "models"
 BUCKET = "kvs-analytics-demo"
 DATA_STREAM = "kvs-analytics-demo-records"
 STAGE_ZONE = [[0.55, 0.2], [0.9, 0.2], [0.9, 0.95], [0.55, 0.95]]  # normalised x, y
+NATIVE_LOG = "native.log"
+# what a run writes into its output folder; a later run removes these (and nothing else) first
+OUTPUTS = ("records.jsonl", "cameras.log", NATIVE_LOG, "s3")
+MARKER = ".kvs-analytics-demo"  # says the folder's s3/ is the demo's own, to be cleared
+
+
+@contextmanager
+def native_logs_to(path: Path | None) -> Iterator[None]:
+    """Send what native code writes to stderr (file descriptor 2) to the file `path` meanwhile,
+    while Python's own stderr (sys.stderr, the logging handlers writing to it, tracebacks)
+    keeps the terminal. None: change nothing.
+
+    MediaPipe 1.x's C++ (absl logging, LiteRT, TFLite) writes straight to descriptor 2, at
+    model load, at the first inference and at close; it reads neither GLOG_minloglevel nor
+    TF_CPP_MIN_LOG_LEVEL (measured with mediapipe 1.2.3: no effect), so only the descriptor can
+    be moved. Child processes started meanwhile inherit it unless given their own stderr."""
+    if path is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    old = sys.stderr
+    terminal = os.fdopen(os.dup(2), "w", buffering=1, encoding=getattr(old, "encoding", None),
+                         errors="backslashreplace")
+    handlers = [h for h in _stream_handlers() if h.stream is old]
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        sys.stderr = terminal
+        for handler in handlers:
+            handler.setStream(terminal)
+        os.dup2(target, 2)
+        yield
+    finally:
+        os.dup2(terminal.fileno(), 2)
+        os.close(target)
+        for handler in handlers:
+            handler.setStream(old)
+        sys.stderr = old
+        terminal.close()
+
+
+def _stream_handlers() -> list[logging.StreamHandler]:
+    loggers = [logging.getLogger()] + [logging.getLogger(name)
+                                       for name in logging.root.manager.loggerDict]
+    return [h for logger in loggers for h in getattr(logger, "handlers", ())
+            if isinstance(h, logging.StreamHandler)]
+
+
+def prepare_output(output_dir: Path) -> str | None:
+    """Create the output folder or remove what a previous run left in it (only the demo's own
+    outputs, OUTPUTS). The reason it cannot be used, or None."""
+    if output_dir.exists() and not output_dir.is_dir():
+        return f"--output {output_dir} is not a folder"
+    own = (output_dir / MARKER).exists() or (output_dir / "records.jsonl").exists()
+    if (output_dir / "s3").exists() and not own:
+        return (f"--output {output_dir} has an s3/ folder the demo did not write; "
+                "choose another folder")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:
+        path = output_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    (output_dir / MARKER).write_text("written by `python -m consumer demo`: its outputs here "
+                                     "are removed at the start of each run\n")
+    return None
 
 
 def demo_config(endpoints: dict, cameras: list[str], models_dir: Path) -> dict:
@@ -49,17 +124,29 @@ def demo_config(endpoints: dict, cameras: list[str], models_dir: Path) -> dict:
 
 
 def run_demo(clip: Path, seconds: float, cameras: int, output_dir: Path,
-             models_dir: Path) -> int:
+             models_dir: Path, verbose: bool = False) -> int:
+    """`verbose`: the native libraries' log lines on the terminal, not in native.log."""
+    if not clip.is_file():
+        print(f"demo: clip {clip} not found; pass --clip PATH (any video PyAV reads)",
+              file=sys.stderr)
+        return 2
+    problem = prepare_output(output_dir)
+    if problem is not None:
+        print(f"demo: {problem}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    print(f"outputs go to {output_dir.resolve()}/ (a previous run's are removed first)"
+          + ("" if verbose else f"; native MediaPipe/LiteRT log lines to {NATIVE_LOG} there"))
+    with native_logs_to(None if verbose else output_dir / NATIVE_LOG):
+        return _run(clip, seconds, cameras, output_dir, models_dir)
+
+
+def _run(clip: Path, seconds: float, cameras: int, output_dir: Path, models_dir: Path) -> int:
     from consumer.run import build_processors
     from consumer.streams.status import status_lines
     from consumer.streams.supervisor import StreamSupervisor
     from infra.local.stack import LocalStack
 
-    if not clip.is_file():
-        print(f"demo: clip {clip} not found; pass --clip PATH (any video PyAV reads)",
-              file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     names = [f"demo-cam-{i + 1}" for i in range(cameras)]
     print(f"starting the local stack; {cameras} simulated cameras loop {clip.name}")
     with LocalStack() as stack:
@@ -70,7 +157,6 @@ def run_demo(clip: Path, seconds: float, cameras: int, output_dir: Path,
         config = load_config(data=demo_config(endpoints, names, models_dir), environ={})
         processors = build_processors(config)
         camera_log = output_dir / "cameras.log"
-        output_dir.mkdir(parents=True, exist_ok=True)
         cameras_process = subprocess.Popen(
             [sys.executable, "-m", "producer_sim", "run", "--source", str(clip),
              "--cameras", str(cameras), *sum((["--stream", n] for n in names), []),
@@ -147,8 +233,10 @@ def _summarise(stack, service, names: list[str], output_dir: Path) -> int:
         for r in events[:12]:
             video = r["InputInformation"]["KinesisVideo"]
             highlight = r.get("Highlight", {}).get("Key")
+            lost = r["Details"].get("reason") == "lost"
             print(f"  {video['StreamName']:<12} {r['EventType']:<10} {r['Rule']:<6} "
                   f"track {r['TrackId']!s:<3} at {time.strftime('%H:%M:%S', time.gmtime(r['StartTimestamp']))}"
+                  f"{' (track lost: not seen since)' if lost else ''}"
                   f"{'  highlight ' + str(output_dir / 's3' / highlight) if highlight in event_media else ''}")
     print("\nsummary")
     print(f"{'camera':<12} {'fragments':>9} {'analysed':>8} {'persons':>7} {'records':>7} "
@@ -172,6 +260,7 @@ def _summarise(stack, service, names: list[str], output_dir: Path) -> int:
         ok = ok and per_stream[name] > 0
     print(f"\nrecords read back from Kinesis: {len(records)} frame records, {len(events)} "
           f"event records; objects in s3://{BUCKET}: {len(objects)}")
+    native = ", native.log" if (output_dir / NATIVE_LOG).exists() else ""
     print(f"outputs copied to {output_dir}/: records.jsonl, s3/ (sample JPEGs, pose "
-          f"sequences, event highlights and clips), cameras.log")
+          f"sequences, event highlights and clips), cameras.log{native}")
     return 0 if ok else 1

@@ -8,7 +8,9 @@ rules and a small state per track; feed it every analysed frame, in producer-tim
     events = engine.update(frame_time, fragment_number, observations)
 
 `update` returns the events that started or ended at this frame. Instant events (zone entry/exit,
-line crossing, fall) come once, closed (end_time set). Lasting events (dwell, count) come twice
+line crossing, fall) come once, closed (end_time set). An event is decided at the frame passed to
+the `update` that returns it (the frame its highlight shows); its start_time may be earlier (the
+first frame of a zone's confirmation, the last sighting of a lost track). Lasting events (dwell, count) come twice
 with the same `event_id`: once open when they start (end_time None), once closed when they end.
 Coordinates are normalised image coordinates (x right, y down, 0..1); times are seconds
 (producer time, `FrameSource.producer_time`).
@@ -195,12 +197,13 @@ def torso_angle(landmarks: Sequence, aspect_ratio: float = 1.0,
 
 
 class _Track:
-    __slots__ = ("anchor", "dwell", "fall", "last_fragment", "last_time", "zones")
+    __slots__ = ("anchor", "bbox", "dwell", "fall", "last_fragment", "last_time", "zones")
 
     def __init__(self) -> None:
         self.last_time = 0.0
         self.last_fragment = 0
         self.anchor: Point | None = None
+        self.bbox: tuple[float, float, float, float] | None = None  # at the last sighting
         # zone name -> [inside, pending_count, pending_time, pending_fragment, entry_time, entry_frag]
         self.zones: dict[str, list] = {}
         self.dwell: dict[str, Event] = {}  # open dwell events by rule name
@@ -211,10 +214,17 @@ class _Track:
 
 class EventEngine:
     """Evaluates one camera's rules on its tracked observations; see the module docstring.
-    A track unseen for more than `track_timeout` s is dropped: its zone presence ends (zone_exit
-    with details reason "lost", at its last time seen) and its open dwell events close."""
 
-    def __init__(self, stream_name: str, rules: Sequence[Rule], track_timeout: float = 2.0):
+    A track that is not seen keeps its zone presence (no exit: a person the model misses for a
+    moment has not left) until it has been unseen for more than `track_timeout` s; give it at
+    least the tracker's `lost_track_seconds`, for until then the tracker may bring the same id
+    back. Then it is dropped: its presence in each zone ends with a zone_exit whose details say
+    reason "lost", `unseen_seconds` (from its last sighting to the deciding frame) and
+    `last_box` (its box when last seen); start and end times are those of its last sighting,
+    and its open dwell events close there (reason "lost"). An exit seen (the anchor confirmed
+    outside the zone) has no reason."""
+
+    def __init__(self, stream_name: str, rules: Sequence[Rule], track_timeout: float = 3.0):
         self.stream = stream_name
         self.rules = tuple(rules)
         self.track_timeout = track_timeout
@@ -243,8 +253,9 @@ class EventEngine:
                 tr = self.tracks[obs.track_id] = _Track()
             self._update_track(obs.track_id, tr, obs, time, fragment_number, out)
             tr.last_time, tr.last_fragment, tr.anchor = time, fragment_number, obs.anchor
+            tr.bbox = obs.bbox
         for tid in [t for t, tr in self.tracks.items() if time - tr.last_time > self.track_timeout]:
-            self._drop(tid, self.tracks.pop(tid), out)
+            self._drop(tid, self.tracks.pop(tid), time, out)
         for r in self.rules:
             if isinstance(r, CountRule):
                 self._update_count(r, time, fragment_number, observations, out)
@@ -296,15 +307,17 @@ class EventEngine:
                                        ev.start_fragment, t, frag, ev.confidence, zone=zone,
                                        seconds=round(t - ev.start_time, 3), **details))
 
-    def _drop(self, tid, tr, out):
+    def _drop(self, tid, tr, time, out):
         for name, z in tr.zones.items():
             if z[0]:
                 z[0] = False
                 self._close_dwell(tr, name, tr.last_time, tr.last_fragment, out, reason="lost")
                 if self.zones[name].report:
-                    out.append(self._event("zone_exit", name, tid, tr.last_time,
-                                           tr.last_fragment, tr.last_time, tr.last_fragment,
-                                           zone=name, reason="lost"))
+                    out.append(self._event(
+                        "zone_exit", name, tid, tr.last_time, tr.last_fragment, tr.last_time,
+                        tr.last_fragment, zone=name, reason="lost",
+                        unseen_seconds=round(time - tr.last_time, 3),
+                        last_box=[round(v, 4) for v in tr.bbox] if tr.bbox else None))
 
     def _update_fall(self, r, tid, tr, obs, t, frag, out):
         s = tr.fall.setdefault(r.name, {"hist": deque(), "fast": None, "v": 0.0,

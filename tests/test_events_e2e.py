@@ -84,6 +84,25 @@ def test_zone_event_with_highlight_clip_and_urls(stack):
     # the event's track is a person the frame records show
     assert entry["TrackId"] in {p["TrackId"] for r in frames for p in r["Persons"]}
 
+    # a track the model misses is not an exit until it has been unseen for longer than the
+    # tracker's lost_track_seconds; then the exit (reason "lost") is of the frame that decided it
+    def at(record):
+        video = record["InputInformation"]["KinesisVideo"]
+        return video["ProducerTimestamp"] + video["FrameOffsetInSeconds"]
+
+    exits = [r for r in found if r["EventType"] == "zone_exit"]
+    assert exits and all(r["Details"]["reason"] == "lost" for r in exits)  # nobody walks off
+    for lost in exits:
+        decided = at(lost)
+        assert decided - lost["StartTimestamp"] > config.processing.tracking.lost_track_seconds
+        assert lost["Details"]["unseen_seconds"] == pytest.approx(
+            decided - lost["StartTimestamp"], abs=1e-3)
+        # (times are rounded to the millisecond in records: the last sighting's own frame may
+        # read up to 1 ms after StartTimestamp)
+        assert not [r for r in frames if lost["StartTimestamp"] + 0.002 < at(r) <= decided
+                    and lost["TrackId"] in {p["TrackId"] for p in r["Persons"]}]
+        assert len(lost["Details"]["last_box"]) == 4
+
     keys = objects(stack, "zone-bucket")
     prefix = "events/stream=zone-cam/"
     highlight, clip = entry["Highlight"], entry["Clip"]

@@ -5,6 +5,12 @@ Owned by the stream's session and run on its thread (frames of one stream arrive
 Every output is registered on the ticket of the fragment whose frame raised the event, before
 that frame counts as analysed, so the fragment is not checkpointed until the event's record is
 acknowledged and its highlight and clip are written (the clip may wait for its post-roll).
+
+An event's record and highlight are of the frame that decided it. A track is given up (its zone
+presence ends, reason "lost") only after it has been unseen for longer than both the events'
+`track_timeout_seconds` and the tracker's `lost_track_seconds`; the highlight of such an exit
+shows the deciding frame with the track's last box dashed and, inset, the frame it was last
+seen in (kept by reference per track until the track is given up).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from consumer.wire import Fragment
 from processors.base import FrameResult
 from processors.events import Event, EventEngine, FallRule, Observation, Rule
 from processors.frames import VideoFrame
+from processors.settings import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +35,12 @@ log = logging.getLogger(__name__)
 class EventStage:
     def __init__(self, stream_name: str, rules: tuple[Rule, ...], config: Events,
                  processor: dict[str, str], kinesis, s3=None, s3_config: S3Output | None = None,
-                 s3_client=None):
+                 s3_client=None, lost_track_seconds: float | None = None):
         self.stream_name = stream_name
+        # the tracker may bring a lost id back until then: no exit before (the default is
+        # the tracker's default when the caller does not say)
+        self.lost_track_seconds = (Tracking().lost_track_seconds if lost_track_seconds is None
+                                   else lost_track_seconds)
         self.rules = rules
         self.config = config
         self.processor = processor  # {"Name", "Model", "ModelVersion"}
@@ -42,6 +53,8 @@ class EventStage:
                       if s3 is not None and config.clips else None)
         self.engine: EventEngine | None = None  # built on the first frame (fall angles need it)
         self.raised = 0
+        # track id -> (image, persons) of the frame it was last seen in, while the engine has it
+        self._last_seen: dict[int, tuple] = {}
 
     @classmethod
     def for_stream(cls, stream_name: str, config: Events, *args, **kwargs) -> EventStage | None:
@@ -62,13 +75,21 @@ class EventStage:
             aspect = frame.width / max(1, frame.height)
             rules = [dataclasses.replace(r, aspect_ratio=aspect) if isinstance(r, FallRule)
                      else r for r in self.rules]
-            self.engine = EventEngine(self.stream_name, rules, self.config.track_timeout_seconds)
+            self.engine = EventEngine(self.stream_name, rules,
+                                      max(self.config.track_timeout_seconds,
+                                          self.lost_track_seconds))
         t = source.producer_time
         observations = [Observation.from_person(p, t, source.fragment_number)
                         for p in result.persons]
         events = self.engine.update(t, source.fragment_number, observations)
         for event in events:
             self._deliver(event, frame, result, ticket)
+        if self.s3 is not None and self.config.highlights:  # only highlights need them
+            for person in result.persons:
+                if person.track_id is not None:
+                    self._last_seen[person.track_id] = (frame.image, result.persons)
+        for track_id in [k for k in self._last_seen if k not in self.engine.tracks]:
+            del self._last_seen[track_id]
         if self.clips is not None:
             self.clips.note_analysed(t)
             self.write_clips()
@@ -102,8 +123,11 @@ class EventStage:
             new = state != "ended"  # an ended event's media were written when it started
             if self.config.highlights:
                 if new:
+                    last_seen = (self._last_seen.get(event.track_id)
+                                 if event.details.get("reason") == "lost" else None)
                     body = highlights.highlight_jpeg(frame.image, result.persons, event,
-                                                     self.rules, self.s3_config.jpeg_quality)
+                                                     self.rules, self.s3_config.jpeg_quality,
+                                                     last_seen=last_seen)
                     ticket.output_added()
                     self.s3.put(keys["highlight"], body, "image/jpeg", metadata,
                                 ticket.output_done)

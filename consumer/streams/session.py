@@ -132,7 +132,8 @@ class StreamSession:
         self.events = EventStage.for_stream(
             name, config.events, {"Name": info.name, "Model": info.model,
                                   "ModelVersion": info.model_version},
-            kinesis, s3, config.outputs.s3, stages.s3_client)
+            kinesis, s3, config.outputs.s3, stages.s3_client,
+            lost_track_seconds=config.processing.tracking.lost_track_seconds)
         tracking = config.processing.tracking
         self.person_tracker = PersonTracker(tracking) if tracking.enabled else None
         self.source = source or MediaSource(stages.kvs, name, arn,
