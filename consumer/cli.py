@@ -19,7 +19,9 @@ from consumer.fleet.processes import process_count
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 DESCRIPTION = """\
-Real-time video analytics for camera fleets on Amazon Kinesis Video Streams.
+Real-time video analytics for camera fleets on Amazon Kinesis Video Streams:
+GetMedia -> decode -> pose or YOLO -> tracking, events -> Kinesis Data Streams + S3,
+checkpointed in a DynamoDB lease table that several processes and machines share.
 
 Run `python -m consumer COMMAND --help` for what each command does, with examples."""
 
@@ -71,7 +73,8 @@ def add_inspect(subparsers: Subparsers) -> None:
                         help="instead of FILE, call GetMedia on this Kinesis video stream")
     parser.add_argument("--endpoint-url", metavar="URL",
                         help="with --stream: the Kinesis Video endpoint (default: AWS)")
-    parser.add_argument("--region", help="with --stream: the AWS region (default: your config)")
+    parser.add_argument("--region", help="with --stream: the AWS region (default: AWS_REGION, "
+                                          "AWS_DEFAULT_REGION or your profile)")
     parser.add_argument("--start", choices=("EARLIEST", "NOW"), default="EARLIEST",
                         help="with --stream: where GetMedia starts (default %(default)s)")
     parser.add_argument("--after", metavar="FRAGMENT_NUMBER",
@@ -112,9 +115,17 @@ minimal config:
   outputs:
     kinesis: {stream: video-analytics}
     s3: {bucket: my-video-analytics}
+on the local stack, `python -m infra.local --create-resources --write-config consumer.yaml`
+creates the data stream and bucket and writes a config for its endpoints.
 
+region: --region, else aws.region, else AWS_REGION, AWS_DEFAULT_REGION or your AWS profile
+(us-east-1 for a loopback endpoint); credentials: the usual AWS chain.
+
+at start, before any model loads (seconds): region and credentials, then the data stream and
+bucket must exist (the lease table is created if missing); what is missing is named.
 SIGTERM or Ctrl-C stops reading, drains, flushes and checkpoints (a second one exits at once).
-exit status: 0 clean shutdown, 2 bad configuration, 3 a model, table or endpoint unavailable.
+exit status: 0 clean shutdown, 2 bad configuration (also: no AWS region), 3 credentials, data
+stream, bucket, lease table, model or health port unavailable.
 
 several processes (--processes N, or auto: one per CPU core for pose, one per GPU for yolo):
   N child processes `python -m consumer run --config FILE` share the streams through the lease
@@ -132,14 +143,22 @@ examples:
   python -m consumer fleet --config consumer.yaml"""
 
 
+REGION_HELP = ("AWS region, over aws.region (the same as KVSA_AWS__REGION; default: "
+               "aws.region, else AWS_REGION, AWS_DEFAULT_REGION or your profile)")
+
+
 def add_run(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
-        "run", help="run the consumer: GetMedia -> decode -> pose -> Kinesis + S3, checkpointed",
-        description="Read every configured Kinesis video stream, analyse the video, and deliver "
-                    "records to Kinesis Data Streams and frames and pose sequences to S3, "
-                    "checkpointed in DynamoDB, until stopped.",
+        "run", help="run the consumer: GetMedia -> decode -> pose or YOLO -> tracking, events "
+                    "-> Kinesis + S3, checkpointed",
+        description="Read every configured Kinesis video stream (GetMedia), decode and sample "
+                    "it, analyse the frames (MediaPipe pose, YOLO, or none), track persons and "
+                    "evaluate the event rules, and deliver a record per analysed frame and per "
+                    "event to Kinesis Data Streams and JPEGs, pose sequences, event highlights "
+                    "and clips to S3, checkpointed in the DynamoDB lease table, until stopped.",
         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, metavar="FILE", help="YAML configuration")
+    parser.add_argument("--region", help=REGION_HELP)
     parser.add_argument("--stats-file", metavar="FILE",
                         help="at exit, write counters as JSON: per stream, analysis, Kinesis and "
                              "S3 writers, AWS API calls by operation")
@@ -151,11 +170,14 @@ def add_run(subparsers: Subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from consumer.run import run
+    from consumer.run import run, setup_status
+    if args.region:  # as its override variable, so --processes children get it too
+        os.environ["KVSA_AWS__REGION"] = args.region
     if args.processes == 1:
         return run(args.config, stats_file=args.stats_file)
     from consumer.fleet.processes import run_processes
-    return run_processes(args.config, args.processes, stats_file=args.stats_file, run_here=run)
+    return run_processes(args.config, args.processes, stats_file=args.stats_file, run_here=run,
+                         check=setup_status)
 
 
 FLEET_EPILOG = """\
@@ -203,11 +225,14 @@ def add_fleet(subparsers: Subparsers) -> None:
                              "aws settings are used)")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object per row and line, instead of tables")
+    parser.add_argument("--region", help=REGION_HELP)
     parser.set_defaults(handler=_fleet)
 
 
 def _fleet(args: argparse.Namespace) -> int:
     from consumer.fleet.view import show_fleet
+    if args.region:
+        os.environ["KVSA_AWS__REGION"] = args.region
     return show_fleet(args.config, as_json=args.json)
 
 
@@ -215,7 +240,8 @@ def add_demo(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "demo", help="the whole pipeline on the embedded local stack, no AWS account",
         description="Start the local stack, simulated cameras looping a clip with a person in "
-                    "it, and the consumer with the pose model; print a live status, then a "
+                    "it, and the consumer with the pose model and a zone rule per camera; print "
+                    "a live status, then the events (with their highlight images) and a "
                     "per-camera summary of what was delivered.",
         epilog="example:\n  python -m consumer demo --seconds 30 --cameras 2",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -228,7 +254,11 @@ def add_demo(subparsers: Subparsers) -> None:
     parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS,
                         help="folder holding pose_landmarker_full.task (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=Path("demo-output"),
-                        help="where to copy records and sample objects (default %(default)s)")
+                        help="where to copy records and sample objects, emptied of a previous "
+                             "run's first (default %(default)s)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show MediaPipe's and LiteRT's native log lines (default: into "
+                             "native.log in --output)")
     parser.set_defaults(handler=_demo)
 
 
@@ -237,7 +267,8 @@ def _demo(args: argparse.Namespace) -> int:
         print("demo: --seconds must be > 0 and --cameras 1 to 16", file=sys.stderr)
         return 2
     from consumer.demo import run_demo
-    return run_demo(args.clip, args.seconds, args.cameras, args.output, args.models_dir)
+    return run_demo(args.clip, args.seconds, args.cameras, args.output, args.models_dir,
+                    verbose=args.verbose)
 
 
 # One entry per subcommand.

@@ -1,7 +1,12 @@
 """`python -m consumer run --config FILE`: the long-running consumer.
 
-Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for a configuration error, 3 when a
-dependency (model, table, AWS, the health port) cannot be set up. A second signal exits at once.
+Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for a configuration error (also no AWS
+region), 3 when a dependency (credentials, data stream, bucket, table, model, the health port)
+cannot be set up. A second signal exits at once.
+
+Start order, cheapest check first so a mistake is reported at once: configuration; region and
+credentials (consumer.cloud.aws); the data stream and bucket exist (consumer.cloud.preflight)
+and the lease table exists or is created; only then are models loaded (seconds).
 
 With `health.port`, the health and metrics endpoint (consumer.observe) listens from the start,
 alive and not ready while models load, until the process exits; `health.emf` writes CloudWatch
@@ -90,17 +95,71 @@ def run(config_path: str | None, stop: threading.Event | None = None,
             health.close()
 
 
+class SetupFailed(Exception):
+    """What check_setup found wrong, with the exit status it means."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def check_setup(config: Config):
+    """Region, credentials, outputs and lease table, before models load: the supervisor's
+    Clients, or SetupFailed (2: no region; 3: what cannot be reached, is missing or refused)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from consumer.cloud.aws import AwsSetupError, MissingRegion
+    from consumer.cloud.preflight import SetupProblem, check_outputs
+    from consumer.fleet.lease_table import LeaseTable
+    from consumer.streams.supervisor import Clients
+    try:
+        clients = Clients.from_config(config)
+    except MissingRegion:
+        raise SetupFailed(2, "aws.region: no AWS region: set aws.region in the configuration, "
+                             "pass --region, or set AWS_REGION (or AWS_DEFAULT_REGION)") from None
+    except AwsSetupError as err:
+        raise SetupFailed(3, str(err)) from None
+    outputs = config.outputs
+    try:
+        check_outputs(clients.kinesis, outputs.kinesis.stream, clients.s3,
+                      outputs.s3.bucket if outputs.s3 is not None else None)
+    except SetupProblem as err:
+        raise SetupFailed(3, str(err)) from None
+    table = config.checkpoint.table
+    try:
+        LeaseTable(clients.dynamodb, table, config.checkpoint.worker_id).ensure_table()
+    except (BotoCoreError, ClientError, ValueError) as err:
+        raise SetupFailed(3, f"checkpoint.table {table!r}: cannot find or create it: {err}") \
+            from None
+    return clients
+
+
+
+def setup_status(config: Config) -> int:
+    """check_setup as an exit status, its message on stderr: 0 when everything is there."""
+    try:
+        check_setup(config)
+    except SetupFailed as err:
+        print(f"consumer: {err}", file=sys.stderr)
+        return err.status
+    return 0
+
 def _serve(config: Config, stop: threading.Event, stats_file: str | None, health) -> int:
     from consumer.fleet.coordinator import DuplicateWorkerId
     from consumer.streams.supervisor import StreamSupervisor
     from processors.models import ModelNotFoundError
+    try:
+        clients = check_setup(config)
+    except SetupFailed as err:
+        print(f"consumer: {err}", file=sys.stderr)
+        return err.status
     try:
         processors = build_processors(config)
     except (ModelNotFoundError, ConfigError) as err:
         print(f"consumer: {err}", file=sys.stderr)
         return 3
     try:
-        service = StreamSupervisor(config, processors).start()
+        service = StreamSupervisor(config, processors, clients).start()
     except DuplicateWorkerId as err:
         print(f"consumer: checkpoint.worker_id: {err}", file=sys.stderr)
         _close(processors)

@@ -1,13 +1,17 @@
 """Region, credentials and boto3 clients for one AWS endpoint: real AWS, or the local stack.
 
-Shared by the consumer and the camera simulator so both resolve settings the same way: the
-standard botocore chain first; for a loopback endpoint (the local stack), which checks no
-signature, placeholder credentials and us-east-1 when none are configured.
+Shared by the consumer and the camera simulator so both resolve settings the same way. Region:
+the one given (--region, aws.region), else AWS_REGION (which botocore ignores, while the AWS CLI
+and other SDKs read it first), else botocore's chain (AWS_DEFAULT_REGION, the profile); for a
+loopback endpoint (the local stack), which checks no signature, us-east-1 and placeholder
+credentials when none are configured. Both are checked when the context is made, before any
+client (or model) is.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import threading
 from collections import Counter
 from urllib.parse import urlsplit
@@ -19,10 +23,25 @@ from botocore.credentials import Credentials
 from botocore.exceptions import NoRegionError
 
 LOCAL_REGION = "us-east-1"
+NO_REGION = "no AWS region: pass --region or set AWS_REGION (or AWS_DEFAULT_REGION)"
 
 
 class AwsSetupError(Exception):
     """No region or credentials for the endpoint asked for."""
+
+
+class MissingRegion(AwsSetupError):
+    """No region given, in AWS_REGION, AWS_DEFAULT_REGION or the profile."""
+
+    def __init__(self, message: str = NO_REGION):
+        super().__init__(message)
+
+
+def resolve_region(region: str | None = None, environ=None, session=None) -> str | None:
+    """`region`, else AWS_REGION, else botocore's chain (AWS_DEFAULT_REGION, the profile)."""
+    environ = os.environ if environ is None else environ
+    session = session or botocore.session.get_session()
+    return region or environ.get("AWS_REGION") or session.get_config_variable("region") or None
 
 
 def is_loopback(endpoint_url: str | None) -> bool:
@@ -69,10 +88,10 @@ class AwsContext:
         self.calls = calls
         self.max_attempts = max_attempts  # botocore's, per call
         session = botocore.session.get_session()
-        region = region or session.get_config_variable("region")
+        region = resolve_region(region, session=session)
         if not region:
             if not endpoint_url:
-                raise AwsSetupError("no AWS region: pass --region or set AWS_DEFAULT_REGION")
+                raise MissingRegion()
             region = LOCAL_REGION
         self.region = region
         credentials = session.get_credentials()
@@ -96,7 +115,7 @@ class AwsContext:
             client = self._session.client(service, endpoint_url=endpoint_url or self.endpoint_url,
                                           region_name=self.region, config=config)
         except NoRegionError:
-            raise AwsSetupError("no AWS region: pass --region or set AWS_DEFAULT_REGION") from None
+            raise MissingRegion() from None
         if self.calls is not None:
             self.calls.attach(client)
         return client

@@ -143,10 +143,14 @@ def child_commands(config_path: str, count: int, stats_file: str | None,
 def run_processes(config_path: str, processes: int | str, stats_file: str | None = None,
                   program: Sequence[str] = CONSUMER,
                   gpus: Callable[[], int] = gpu_count,
-                  run_here: Callable[..., int] | None = None) -> int:
+                  run_here: Callable[..., int] | None = None,
+                  check: Callable[[object], int] | None = None) -> int:
     """`run --processes`: validate, start the children, supervise them; the exit status.
     When the count comes to 1, `run_here(config_path, stats_file=...)` runs the consumer in
-    this process instead (the caller passes `consumer.run.run`)."""
+    this process instead (the caller passes `consumer.run.run`). `check(config)`, after the
+    children's settings are validated, is what every child would fail on at start (the caller
+    passes the consumer's setup check): a non-zero status is returned before any child starts,
+    said once instead of by children restarted forever."""
     from consumer.config import ConfigError, load_config
     try:
         config = load_config(config_path)
@@ -160,6 +164,9 @@ def run_processes(config_path: str, processes: int | str, stats_file: str | None
     except ConfigError as err:
         print(f"consumer: {err}", file=sys.stderr)
         return 2
+    status = check(config) if check is not None else 0
+    if status:
+        return status
     from consumer.observe.logs import configure_logging
     configure_logging(config.logging)  # logging.format: the parent's lines as the children's
     status = ProcessSupervisor(child_commands(config_path, count, stats_file, program),

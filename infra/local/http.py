@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -194,7 +195,8 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
     return Request(method, target.split("?", 1)[0], headers, reader, length, chunked)
 
 
-async def start_server(route: Callable[[str, str], Handler | None], host: str,
-                       port: int) -> asyncio.AbstractServer:
+async def start_server(route: Callable[[str, str], Handler | None],
+                       sock: socket.socket) -> asyncio.AbstractServer:
+    """Serve on `sock`, bound and listening already (infra.local.ports.listen)."""
     return await asyncio.start_server(
-        lambda r, w: serve_connection(r, w, route), host, port, limit=MAX_HEADER_BYTES)
+        lambda r, w: serve_connection(r, w, route), sock=sock, limit=MAX_HEADER_BYTES)

@@ -21,6 +21,7 @@ from .http import Handler, start_server
 from .ingest import put_media
 from .limits import Limits
 from .media import get_media, get_media_for_fragment_list, list_fragments
+from .ports import listen
 from .store import StreamStore
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,15 @@ class LocalKvsService:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> "LocalKvsService":
-        self._thread = threading.Thread(target=self._run, name="local-kvs", daemon=True)
+        """Listen (here, so a port in use raises ports.CannotListen at once), then serve on a
+        background thread."""
+        sock = listen("kvs", self.host, self.port)
+        self.port = sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._run, args=(sock,), name="local-kvs",
+                                        daemon=True)
         self._thread.start()
-        self._ready.wait(30)
+        if not self._ready.wait(30):
+            raise RuntimeError("local KVS service did not start within 30 s")
         if self._error is not None:
             raise RuntimeError(f"local KVS service failed to start: {self._error}") from self._error
         return self
@@ -75,21 +82,21 @@ class LocalKvsService:
 
     # --- inside the service thread ---------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, sock) -> None:
         try:
-            asyncio.run(self._serve())
+            asyncio.run(self._serve(sock))
         except BaseException as err:  # reported to start()
+            sock.close()
             self._error = err
             self._ready.set()
 
-    async def _serve(self) -> None:
+    async def _serve(self, sock) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         self.store = StreamStore(self.region, self.data_dir, self.retention_seconds)
         routes = self._routes()
         server = await start_server(lambda method, path: routes.get(path) if method == "POST"
-                                    else None, self.host, self.port)
-        self.port = server.sockets[0].getsockname()[1]
+                                    else None, sock)
         expiry = asyncio.create_task(self._expire_forever())
         log.info("local Kinesis Video Streams service on %s", self.endpoint_url)
         self._ready.set()

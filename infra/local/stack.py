@@ -4,22 +4,17 @@ Streams and DynamoDB. One object gives the consumer every AWS endpoint it needs.
 from __future__ import annotations
 
 import logging
-import socket
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 from .kvs_service import LocalKvsService
 from .limits import Limits
+from .ports import listen
 
 # moto accepts any credentials; botocore still wants some to sign with.
 LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class LocalStack:
@@ -33,21 +28,22 @@ class LocalStack:
         self._moto = None
 
     def start(self) -> "LocalStack":
-        try:
-            from moto.server import ThreadedMotoServer
-        except ImportError as err:
-            raise RuntimeError("moto's server is not installed: pip install 'moto[server]'") from err
+        """Start both servers; a port that cannot be used raises ports.CannotListen at once."""
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
         self.kvs.start()
-        self.moto_port = self.moto_port or _free_port(self.host)
-        self._moto = ThreadedMotoServer(ip_address=self.host, port=self.moto_port, verbose=False)
-        self._moto.start()
-        _wait_until_up(f"http://{self.host}:{self.moto_port}/moto-api/")
+        try:
+            self._moto = _MotoServer(self.host, self.moto_port)
+            self.moto_port = self._moto.port
+            _wait_until_up(f"http://{self.host}:{self.moto_port}/moto-api/")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
         if self._moto is not None:
             self._moto.stop()
+            self._moto = None
         self.kvs.stop()
 
     def __enter__(self) -> "LocalStack":
@@ -68,6 +64,38 @@ class LocalStack:
         key = "kinesisvideo" if service.startswith("kinesis-video") else service
         return boto3.client(service, endpoint_url=self.endpoints[key], region_name=self.region,
                             **LOCAL_CREDENTIALS)
+
+
+class _MotoServer:
+    """moto's server (what moto.server.ThreadedMotoServer runs) on a socket bound here first:
+    ThreadedMotoServer binds in its thread, where werkzeug answers a port in use with
+    sys.exit, so its start() would wait forever."""
+
+    def __init__(self, host: str, port: int):
+        try:
+            from moto.moto_server.werkzeug_app import (
+                DomainDispatcherApplication,
+                create_backend_app,
+            )
+            from werkzeug.serving import make_server
+        except ImportError as err:
+            raise RuntimeError("moto's server is not installed: pip install 'moto[server]'") \
+                from err
+        sock = listen("moto", host, port)
+        try:
+            app = DomainDispatcherApplication(create_backend_app)
+            self._server = make_server(host, port, app, threaded=True, fd=sock.fileno())
+        finally:
+            sock.close()  # werkzeug serves on its own duplicate of the descriptor
+        self.port = self._server.port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
 
 
 def _wait_until_up(url: str, timeout: float = 30.0) -> None:
