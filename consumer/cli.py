@@ -37,7 +37,7 @@ columns (--json uses these names as keys, with null for a missing value):
   tags                 the producer's own tags, name=value
 A GetMedia error reported inside the stream is shown as '!! ...' (on stderr with --json).
 
-exit status: 0 read to the end, 1 invalid or truncated MKV (rows before the damage are still
+exit status: 0 read to the end, 1 not an MKV file, or invalid or truncated MKV (rows before the damage are still
 printed), 2 the file (or stream) cannot be opened.
 
 examples:
@@ -277,7 +277,9 @@ COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_inspect, add_run, add_
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m consumer", description=DESCRIPTION,
+    # as the user typed it: the installed `kvs-analytics`, or `python -m consumer`
+    prog = "kvs-analytics" if Path(sys.argv[0]).name == "kvs-analytics" else "python -m consumer"
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for add in COMMANDS:

@@ -2,6 +2,10 @@
 
 The file is parsed incrementally, so rows appear as fragments complete (a pipe from a live
 GetMedia call works) and a damaged file still shows every fragment before the damage.
+
+Exit status: 0 when the input parsed to its end; 1 when it is not MKV (it does not start with an
+EBML header, or is empty; with --resync: no fragment was found in it), is truncated or invalid;
+2 when it cannot be opened or read (a missing file, a refused GetMedia call).
 """
 
 from __future__ import annotations
@@ -12,7 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from .wire import Fragment, FragmentReader, InvalidMkvError, MkvError, Track, iter_fragments
+from .wire import Fragment, FragmentReader, InvalidMkvError, MkvError, Track, ebml, iter_fragments
+from .wire.reader import _reader_of as reader_of
+
+# Every MKV (a GetMedia response, a producer's upload, a saved file) starts with the EBML header;
+# the reader also takes a bare Segment (an MKV cut after its header).
+MKV_STARTS = (ebml.EBML.to_bytes(4, "big"), ebml.SEGMENT.to_bytes(4, "big"))
 
 # The JSON keys, in order; the table shows the same fields.
 KEYS = ("fragment_number", "server_timestamp", "producer_timestamp", "millis_behind_now",
@@ -122,6 +131,33 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+class _Peeked:
+    """A byte stream whose first bytes are read ahead (to check the magic) and then read again."""
+
+    def __init__(self, stream, size: int):
+        self._read = reader_of(stream)
+        self.head = b""
+        while len(self.head) < size:
+            chunk = self._read(size - len(self.head))
+            if not chunk:
+                break
+            self.head += chunk
+        self._pending = self.head
+
+    def read1(self, size: int) -> bytes:
+        if self._pending:
+            chunk, self._pending = self._pending[:size], self._pending[size:]
+            return chunk
+        return self._read(size)
+
+
+def _not_mkv(name: str, head: bytes, resync: bool) -> str:
+    why = ("it is empty" if not head else
+           "with --resync, no fragment was found in it" if resync else
+           "it does not start with an EBML header")
+    return f"inspect: {name}: not an MKV file ({why})"
+
+
 @contextmanager
 def _open(path: str) -> Iterator[IO[bytes]]:
     if path == "-":
@@ -135,7 +171,7 @@ def inspect_file(path: str, as_json: bool = False, resync: bool = False,
                  out: IO[str] | None = None, err: IO[str] | None = None) -> int:
     """Print the fragments of `path` ('-' for stdin); returns the exit status (0, 1 or 2)."""
     name = "<stdin>" if path == "-" else path
-    return _inspect(name, lambda: _open(path), as_json, resync, out, err)
+    return _inspect(name, lambda: _open(path), as_json, resync, out, err, empty_is_mkv=False)
 
 
 def inspect_stream(stream_name: str, start_selector: dict, endpoint_url: str | None = None,
@@ -153,7 +189,7 @@ def inspect_stream(stream_name: str, start_selector: dict, endpoint_url: str | N
 
 
 def _inspect(name: str, opener, as_json: bool, resync: bool, out: IO[str] | None,
-             err: IO[str] | None) -> int:
+             err: IO[str] | None, empty_is_mkv: bool = True) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from consumer.cloud.aws import AwsSetupError
@@ -162,11 +198,20 @@ def _inspect(name: str, opener, as_json: bool, resync: bool, out: IO[str] | None
     err = err or sys.stderr
     printer = _Printer(out, err, as_json)
     reader = FragmentReader()
+    mkv = True  # whether the input starts like one (an empty GetMedia response is not an error)
     try:
-        with opener() as stream:
-            printer.header()
+        with opener() as raw:
+            stream = _Peeked(raw, 4)
+            mkv = stream.head in MKV_STARTS or (empty_is_mkv and not stream.head)
+            if not mkv and not resync:
+                print(_not_mkv(name, stream.head, resync), file=err)
+                return 1
+            if mkv:
+                printer.header()
             for fragment in iter_fragments(stream, chunk_size=64 * 1024, resync=resync,
                                            reader=reader):
+                if not mkv and not printer.fragments:
+                    printer.header()  # junk before the first fragment, skipped by --resync
                 printer.fragment(fragment)
     except BrokenPipeError:
         raise  # our reader went away (`| head`): not a problem with the input
@@ -177,10 +222,16 @@ def _inspect(name: str, opener, as_json: bool, resync: bool, out: IO[str] | None
         print(f"inspect: cannot read {name}: {error}", file=err)
         return 2
     except MkvError as error:
+        if not mkv and not printer.fragments:
+            print(_not_mkv(name, stream.head, resync), file=err)
+            return 1
         invalid = isinstance(error, InvalidMkvError)
         hint = " (--resync skips to the next fragment)" if invalid and not resync else ""
         print(f"inspect: {name}: {'invalid' if invalid else 'truncated'} MKV after "
               f"{_count(printer.fragments, 'fragment')}: {error}{hint}", file=err)
+        return 1
+    if not mkv and not printer.fragments:
+        print(_not_mkv(name, stream.head, resync), file=err)
         return 1
     printer.footer(reader.bytes_skipped)
     return 0

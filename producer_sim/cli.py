@@ -117,8 +117,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
                      help="control-plane endpoint of a local or alternative service, e.g. "
                           "http://127.0.0.1:4567 (default: real AWS); PutMedia goes where its "
                           "GetDataEndpoint says")
-    aws.add_argument("--region", help="AWS region (default: AWS_DEFAULT_REGION / your profile; "
-                                      "us-east-1 with --endpoint-url)")
+    aws.add_argument("--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or "
+                                      "your profile; us-east-1 with --endpoint-url)")
     aws.add_argument("--create-stream", action="store_true",
                      help="create the stream if it does not exist (default: fail)")
     aws.add_argument("--retention-hours", type=int, default=DEFAULT_RETENTION_HOURS,
@@ -139,15 +139,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="log more (-v: connections and acks, -vv: debug)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m producer_sim") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m producer_sim", description=DESCRIPTION,
+        prog=prog, description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="commands:\n  push   send one file once, as fast as the service takes it\n"
-               "  run    stream N cameras in real time with a live status line each\n\n"
-               "`python -m producer_sim push --help` and `... run --help` show examples.\n\n"
-               + EXIT_CODES)
-    commands = parser.add_subparsers(dest="command", metavar="{push,run}")
+        epilog=f"`{prog} push --help` and `... run --help` show examples.\n\n" + EXIT_CODES)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
     push = commands.add_parser(
@@ -383,8 +380,8 @@ def cmd_run(args) -> int:
     return EXIT_INCOMPLETE
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, prog: str = "python -m producer_sim") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
     try:
@@ -397,3 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     except asyncio.CancelledError:
         _error("interrupted")
         return EXIT_INTERRUPTED
+
+
+def script() -> int:
+    """The `kvs-producer-sim` console script (pyproject's [project.scripts])."""
+    return main(prog="kvs-producer-sim")

@@ -44,3 +44,39 @@ def capture(captures):
     def read(name: str) -> bytes:
         return _require(captures / name, f"capture {name}").read_bytes()
     return read
+
+
+# The quick run. `python -m pytest` alone leaves out the tests marked `slow` (real consumer fleets,
+# the fault tests' restarts and outages, the benchmark smoke runs: together about 13 minutes on 2
+# cores); `--run-slow` (what .ci/run passes) runs them too. Naming files or tests, or choosing with
+# -m or -k, runs what was chosen, slow or not: `python -m pytest -s tests/faults` runs them all.
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run the tests marked slow (left out of a plain `python -m pytest`)")
+
+
+def _leaves_out_slow(config) -> bool:
+    return (not config.getoption("--run-slow") and not config.option.markexpr
+            and not config.option.keyword and config.args_source != pytest.Config.ArgsSource.ARGS)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not _leaves_out_slow(config):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+        config.hook.pytest_deselected(items=slow)
+        config.stash[_SLOW_LEFT_OUT] = len(slow)
+
+
+_SLOW_LEFT_OUT = pytest.StashKey[int]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    left_out = config.stash.get(_SLOW_LEFT_OUT, 0)
+    if left_out:
+        terminalreporter.write_line(
+            f"{left_out} slow tests left out: `python -m pytest --run-slow` (what .ci/run runs) "
+            "runs everything")

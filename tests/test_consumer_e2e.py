@@ -33,7 +33,7 @@ from infra.local.stack import LocalStack
 
 from .conftest import CAPTURES, MODELS, REPO
 
-pytestmark = pytest.mark.slow
+# The slowest tests here are marked slow (left out of a plain `python -m pytest`; .ci/run runs them)
 TABLE = "checkpoints"
 CLIP = CAPTURES / "vogels_330.mkv"
 CLIP_FRAGMENTS = 6  # what producer_sim makes of vogels_330.mkv with 2 s fragments
@@ -170,6 +170,7 @@ def start_consumer(config: Path, log: Path, stats: Path | None = None) -> subpro
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+@pytest.mark.slow
 def test_sigkill_then_restart_loses_nothing_and_repeats_no_record_id(stack, tmp_path):
     push(stack, "kill-cam")
     make_outputs(stack, "kill-records", "kill-bucket")
@@ -265,6 +266,7 @@ def test_sigterm_exits_cleanly_within_10_s_with_the_checkpoint_at_the_last_durab
     assert calls["dynamodb:UpdateItem"] >= 1 and calls.get("s3:PutObject", 0) >= 1
 
 
+@pytest.mark.slow
 def test_undecodable_and_deleted_streams_do_not_disturb_the_others(stack, tmp_path, capture):
     from consumer.wire import read_fragments
 

@@ -35,7 +35,7 @@ from .test_consumer_e2e import (
     wait_for,
 )
 
-pytestmark = pytest.mark.slow
+# The slowest tests here are marked slow (left out of a plain `python -m pytest`; .ci/run runs them)
 STAGE = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.1], [0.0, 1.1]]  # the whole picture (feet may touch 1.0)
 
 
@@ -152,6 +152,7 @@ class Walker:
         pass
 
 
+@pytest.mark.slow
 def test_a_track_keeps_its_id_across_fragments_and_crosses_a_line(stack):
     push(stack, "walk-cam")
     make_outputs(stack, "walk-records", "walk-bucket")

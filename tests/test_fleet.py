@@ -28,7 +28,7 @@ from infra.local.stack import LocalStack
 from . import delivery_checks
 from .conftest import REPO
 
-pytestmark = pytest.mark.slow
+# The slowest tests here are marked slow (left out of a plain `python -m pytest`; .ci/run runs them)
 LEASE = 3.0  # seconds: renewals every second
 SLACK = 1.5  # polling, process scheduling on a loaded 2-core machine
 TABLE = "fleet-leases"
@@ -150,6 +150,7 @@ def assert_delivered_once_and_complete(fleet: Fleet) -> None:
         fleet.records(), checkpoints, fleet.stack.client("kinesis-video-media"), fps=2)
 
 
+@pytest.mark.slow
 def test_workers_balance_take_over_a_killed_one_and_hand_over_on_sigterm(fleet):
     fleet = fleet(12)
     workers = [fleet.start_worker() for _ in range(3)]
@@ -188,6 +189,7 @@ def test_workers_balance_take_over_a_killed_one_and_hand_over_on_sigterm(fleet):
     assert_delivered_once_and_complete(fleet)
 
 
+@pytest.mark.slow
 def test_a_paused_worker_stops_the_streams_it_lost_and_nothing_repeats(fleet):
     fleet = fleet(4)
     paused, other = fleet.start_worker(), fleet.start_worker()
@@ -226,6 +228,7 @@ def test_a_paused_worker_stops_the_streams_it_lost_and_nothing_repeats(fleet):
     assert_delivered_once_and_complete(fleet)
 
 
+@pytest.mark.slow
 def test_a_stream_created_while_the_fleet_runs_is_taken_and_a_deleted_one_let_go(fleet):
     fleet = fleet(2)
     workers = [fleet.start_worker(), fleet.start_worker()]

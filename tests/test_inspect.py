@@ -112,6 +112,37 @@ def test_missing_file_exits_2_naming_it(tmp_path):
     assert "No such file" in result.stderr.decode()
 
 
+@pytest.mark.parametrize("content", [b"my-hostname\n", b"\x7fELF\x02\x01\x01" + bytes(500), b""],
+                         ids=["text", "binary", "empty"])
+def test_a_file_that_is_not_mkv_says_so_and_exits_1(tmp_path, content):
+    path = tmp_path / "hostname"
+    path.write_bytes(content)
+    for args in ([], ["--resync"], ["--json"]):
+        result = inspect(*args, str(path))
+        error = result.stderr.decode()
+        assert result.returncode == 1, (args, error)
+        assert f"{path}: not an MKV file" in error, (args, error)
+        assert "truncated" not in error and "(--resync skips" not in error, (args, error)
+        assert result.stdout == b"", args
+
+
+def test_not_mkv_from_stdin():
+    result = inspect("-", stdin=b"hello\n")
+    assert result.returncode == 1
+    assert "<stdin>: not an MKV file" in result.stderr.decode()
+
+
+def test_junk_before_the_first_fragment_is_not_mkv_unless_resync(capture, tmp_path):
+    path = tmp_path / "prefixed.mkv"
+    path.write_bytes(b"\x7fELF" + bytes(3000) + capture("test_mixed_tags.mkv"))
+    result = inspect(str(path))
+    assert result.returncode == 1 and "not an MKV file" in result.stderr.decode()
+    result = inspect("--json", "--resync", str(path))
+    assert result.returncode == 0, result.stderr
+    assert [row["frames"] for row in json_rows(result)] == [10] * 10
+    assert "skipped 3004 invalid bytes" in result.stderr.decode()
+
+
 def test_truncated_file_prints_rows_then_fails(capture, tmp_path):
     data = capture("output_get_media.mkv")
     cut = tmp_path / "cut.mkv"

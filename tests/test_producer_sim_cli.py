@@ -84,6 +84,25 @@ def test_help_lists_examples_and_exit_codes(capsys):
         assert needle in text
 
 
+def test_help_lists_each_command_once(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    for command in ("push", "run"):
+        assert len([line for line in lines if line.split()[:1] == [command]]) == 1, lines
+
+
+def test_push_of_a_file_that_is_not_video(capsys, tmp_path):
+    path = tmp_path / "hostname"
+    path.write_text("my-host\n")
+    code = cli.main(["push", "--source", str(path), "--stream", "s",
+                     "--endpoint-url", "http://127.0.0.1:9"])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert f"not a video file PyAV can read: {path}" in error
+    assert "Errno" not in error
+
+
 def test_loopback_endpoints_need_no_credentials(no_aws_credentials):
     aws = AwsContext("http://127.0.0.1:4567")
     assert aws.region == "us-east-1"

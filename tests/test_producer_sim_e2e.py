@@ -44,7 +44,6 @@ def get_media(kvs, stream: str) -> list:
     return list(iter_fragments(response["Payload"]))
 
 
-@pytest.mark.slow
 def test_push_then_get_media_returns_the_same_fragments_and_pixels(kvs, vogels):
     started = time.time()
     done = simulator("push", "--source", str(vogels), "--stream", "vogels",
@@ -134,7 +133,6 @@ def test_run_two_cameras_in_real_time(kvs, vogels):
         assert stamps == sorted(stamps)
 
 
-@pytest.mark.slow
 def test_camera_reconnects_on_max_connection_duration():
     # The service ends sessions after 1 s with 4003 MAX_CONNECTION_DURATION_REACHED (AWS: 45 min).
     with LocalKvsService(limits=Limits(putmedia_max_connection_seconds=1.0,

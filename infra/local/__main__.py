@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from .limits import Limits
 from .ports import CannotListen
@@ -41,7 +42,8 @@ exit status: 0 stopped by SIGTERM or Ctrl-C, 1 a port in use (or another failure
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m infra.local", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="kvs-local-stack" if Path(sys.argv[0]).name == "kvs-local-stack"
+        else "python -m infra.local", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a local Kinesis Video Streams service (PutMedia, GetMedia, "
                     "ListFragments...) and moto's server for S3, Kinesis Data Streams and "
                     "DynamoDB, on loopback, with no AWS account.", epilog=EXAMPLES)

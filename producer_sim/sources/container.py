@@ -1,8 +1,9 @@
 """One pass over a PyAV container's video stream, for the sources that read containers.
 
 `open_container` opens a file, URL or device, turning PyAV's errors into `SourceError`s that name
-it. `PassReader` reads its first video stream once: H.264 is re-muxed untouched (Annex B converted
-to AVCC), anything else (or everything, with `reencode`) is decoded and re-encoded by an
+it (FFmpeg's reason, never its raw errno: a file FFmpeg cannot parse is "not a video file PyAV can
+read"). `PassReader` reads its first video stream once: H.264 is re-muxed untouched (Annex B
+converted to AVCC), anything else (or everything, with `reencode`) is decoded and re-encoded by an
 `H264Encoder`. Packet timestamps are put on a `Timeline`, so they always increase (keyframes
 strictly), and the packet where the source's own timestamps repeated or went back is marked
 `discontinuity`. The reader sets its owner's `track` as soon as the stream's SPS/PPS are known.
@@ -10,6 +11,7 @@ strictly), and the packet where the source's own timestamps repeated or went bac
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -118,10 +120,19 @@ class PassReader:
             yield from self.encoder.flush()
 
 
+def ffmpeg_reason(err: av.error.FFmpegError) -> str:
+    """FFmpeg's message without the errno and file name PyAV's str() wraps it in."""
+    return err.strerror or str(err)
+
+
 def open_container(name: str, **kwargs):
     try:
         return av.open(name, **kwargs)
     except FileNotFoundError:
         raise SourceError(f"{name}: no such file") from None
+    except av.error.InvalidDataError:
+        if os.path.isfile(name):
+            raise SourceError(f"not a video file PyAV can read: {name}") from None
+        raise SourceError(f"{name}: cannot open: not a video stream PyAV can read") from None
     except av.error.FFmpegError as err:
-        raise SourceError(f"{name}: cannot open: {err}") from None
+        raise SourceError(f"{name}: cannot open: {ffmpeg_reason(err)}") from None

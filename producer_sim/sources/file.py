@@ -15,7 +15,7 @@ import av
 
 from ..timeline import Timeline
 from .base import DEFAULT_KEYFRAME_INTERVAL_S, Packet, Source, SourceError
-from .container import PassReader, open_container
+from .container import PassReader, ffmpeg_reason, open_container
 
 
 class FileSource(Source):
@@ -98,7 +98,7 @@ class FileSource(Source):
                     yield packet
                 encoder = reader.encoder
             except av.error.FFmpegError as err:
-                raise SourceError(f"{self.name}: cannot read: {err}") from None
+                raise SourceError(f"{self.name}: cannot read: {ffmpeg_reason(err)}") from None
             finally:
                 container.close()
                 self._container = None

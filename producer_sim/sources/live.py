@@ -13,7 +13,7 @@ import av
 
 from ..timeline import Timeline
 from .base import DEFAULT_KEYFRAME_INTERVAL_S, Packet, Source, SourceError
-from .container import PassReader, open_container
+from .container import PassReader, ffmpeg_reason, open_container
 
 
 def webcam_format() -> str:
@@ -71,7 +71,7 @@ class LiveSource(Source):
             self._timeline = reader.timeline
             yield from reader.packets()
         except av.error.FFmpegError as err:
-            raise SourceError(f"{self.name}: cannot read: {err}") from None
+            raise SourceError(f"{self.name}: cannot read: {ffmpeg_reason(err)}") from None
         finally:
             container.close()
             self._container = None

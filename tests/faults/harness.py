@@ -139,6 +139,11 @@ class Run:
                 return lease.checkpoint
         return None
 
+    def leased(self) -> bool:
+        """Someone holds (or held) the stream's lease: a consumer past its start checks."""
+        return any(lease.stream_name == self.name for lease in
+                   LeaseTable(self.stack.client("dynamodb"), TABLE, "observer").snapshot().leases)
+
     def last_fragment(self) -> int:
         fragments = self.stack.client("kinesis-video-archived-media").list_fragments(
             StreamName=self.name)["Fragments"]

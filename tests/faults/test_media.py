@@ -42,7 +42,7 @@ from .producer_media import (
     zeroed,
 )
 
-pytestmark = pytest.mark.slow
+# The slowest tests here are marked slow (left out of a plain `python -m pytest`; .ci/run runs them)
 
 EVERY_FRAME = set(range(GOP))
 
@@ -218,6 +218,7 @@ def test_a_producer_dying_mid_cluster_loses_only_the_fragment_it_was_sending(sta
     assert "decode errors 0," in status
 
 
+@pytest.mark.slow
 def test_a_resolution_change_mid_stream_is_analysed_at_each_size(stack, tmp_path):
     """A camera reconfigured from 320x240 to 640x480 mid-session: the producer writes a new
     EBML header, Segment and Tracks (new avcC, new pixel size) and goes on, as the KVS producer
@@ -248,6 +249,7 @@ def test_a_resolution_change_mid_stream_is_analysed_at_each_size(stack, tmp_path
     assert "decode errors 0," in status
 
 
+@pytest.mark.slow
 def test_hevc_is_decoded_and_every_frame_delivered_once(stack, tmp_path):
     """A camera sending H.265 (V_MPEGH/ISO/HEVC, hvcC CodecPrivate, from libx265): the consumer
     decodes it like H.264; every frame is delivered once, and the JPEGs are the camera's

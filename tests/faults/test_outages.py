@@ -56,10 +56,13 @@ def test_a_stream_killed_before_its_first_checkpoint_repeats_nothing(stack, tmp_
     try:
         run.camera.wait(40)  # the whole clip is in KVS before the consumer starts
         final = run.last_fragment()
-        # S3 cut: records go out (JPEG uploads queue behind them) while the first fragment
-        # cannot complete, so the kill surely comes before any checkpoint
-        run.s3_proxy.cut()
+        # S3 cut once the consumer is past its start checks (which look for the bucket) and
+        # holds the stream: records go out (JPEG uploads queue behind them) while the first
+        # fragment (150 analysed frames) cannot complete, so the kill surely comes before any
+        # checkpoint
         run.start_consumer()
+        wait_for(run.leased, 60, "the consumer holding the stream")
+        run.s3_proxy.cut()
         wait_for(lambda: run.records() and run.checkpoint_or_none() is None, 60,
                  "records delivered before any checkpoint")
         run.kill_consumer()
