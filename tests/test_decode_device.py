@@ -68,6 +68,10 @@ def assert_same(got, expected):
     for (frames, damage), (want, want_damage) in zip(got, expected):
         assert damage == want_damage
         assert [(s, k) for s, k, _ in frames] == [(s, k) for s, k, _ in want]
+        if damage != "None":
+            # FFmpeg's frame threads conceal a damaged fragment's errors as their timing goes:
+            # which frames come out is the same, their concealed pixels may not be
+            continue
         for (_, _, image), (_, _, reference) in zip(frames, want):
             assert image.shape == reference.shape and np.array_equal(image, reference)
 

@@ -11,8 +11,9 @@ is.
 Damaged video (a frame cut short, bytes lost in transit: PutMedia checks the container, never the
 codec payload) is decoded as far as it goes: a frame the codec rejects is skipped, the frames it
 still makes (concealing errors from their references) are kept, and `damage` describes what was
-lost. Only a fragment of which nothing decodes is an error. The outcome depends on the bytes
-alone, so a replay after a crash analyses the same frames.
+lost. Only a fragment of which nothing decodes is an error. Which frames come out depends on
+the bytes alone, so a replay after a crash analyses the same frames (the pixels FFmpeg's frame
+threads conceal errors with may differ from run to run).
 
 With `device` cuda or cuda:N (processing.decode.device) the codec runs on NVDEC through PyAV's
 hardware acceleration (consumer.pipeline.nvdec); each picture is brought back to system memory
