@@ -67,7 +67,7 @@ from consumer.streams.inbox import (
     Sealed,
     Settle,
 )
-from consumer.streams.stats import StreamStats
+from consumer.streams.stats import StreamStats, ThrottledWarning
 from consumer.wire import Fragment
 from processors.frames import VideoFrame
 from processors.tracking import PersonTracker
@@ -152,8 +152,7 @@ class StreamSession:
         self._finished = False  # pose windows and clips flushed after the last frame
         self._stopping = threading.Event()
         self._quit = threading.Event()
-        self._last_decode_warning = -DECODE_WARNING_INTERVAL
-        self._decode_warnings_suppressed = 0
+        self._decode_warning = ThrottledWarning(log, DECODE_WARNING_INTERVAL)
         self._reader = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
         self._handler = threading.Thread(target=self._handle, name=f"own-{name}", daemon=True)
 
@@ -367,19 +366,10 @@ class StreamSession:
 
     def _decode_trouble(self, problem: str, consequence: str) -> None:
         """A fragment skipped, or damaged (some frames lost): counted in the stream's decode
-        errors, and warned about once, then at most once a minute with a count: a broken camera
-        sends a bad fragment every few seconds, and the log must stay readable."""
+        errors, and warned about at most once a minute (ThrottledWarning)."""
         self.stats.decode_errors += 1
         self.stats.note_error(problem)
-        now = time.monotonic()
-        if now - self._last_decode_warning < DECODE_WARNING_INTERVAL:
-            self._decode_warnings_suppressed += 1
-            return
-        more = (f" ({self._decode_warnings_suppressed} more since the last warning)"
-                if self._decode_warnings_suppressed else "")
-        log.warning("%s; %s%s", problem, consequence, more)
-        self._last_decode_warning = now
-        self._decode_warnings_suppressed = 0
+        self._decode_warning.warn(f"{problem}; {consequence}")
 
     # --- the handler -------------------------------------------------------------------------
 

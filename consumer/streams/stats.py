@@ -55,3 +55,24 @@ class StreamStats:
 
     def note_error(self, message: str) -> None:
         self.errors = (self.errors + [message])[-5:]
+
+
+class ThrottledWarning:
+    """Warn the first time, then at most once per `interval` seconds with the count of the ones
+    left out since: a broken camera sends a bad fragment every few seconds, and the log must
+    stay readable."""
+
+    def __init__(self, logger, interval: float):
+        self._log = logger
+        self._interval = interval
+        self._last = -interval
+        self._suppressed = 0
+
+    def warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self._interval:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more since the last warning)" if self._suppressed else ""
+        self._log.warning("%s%s", message, more)
+        self._last, self._suppressed = now, 0
