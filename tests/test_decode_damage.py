@@ -13,16 +13,13 @@ from consumer.config import Sampling, SamplingMode
 from consumer.pipeline.decode import DecodeError, StreamDecoder
 
 from .conftest import REPO
-from .faults.producer_media import GOP, cut_short, damaged, encode_clip, fragments, zeroed
+from .faults.producer_media import GOP, cut_short, damaged, numbered_clip_fragments, zeroed
 
 
 @pytest.fixture(scope="module")
 def clip_fragments():
     """Three 1 s fragments of 320x240 H.264 (10 frames each), numbered 1-3."""
-    out = fragments(encode_clip("libx264", 320, 240, 3 * GOP), 1_000_000)
-    for number, fragment in enumerate(out, 1):
-        fragment.fragment_number = number
-    return out
+    return numbered_clip_fragments(3)
 
 
 def decoder() -> StreamDecoder:

@@ -19,7 +19,14 @@ from consumer.config import ConfigError, Sampling, SamplingMode, load_config
 from consumer.pipeline import nvdec
 from consumer.pipeline.decode import StreamDecoder
 
-from .faults.producer_media import GOP, cut_short, damaged, encode_clip, fragments, zeroed
+from .faults.producer_media import (
+    GOP,
+    cut_short,
+    damaged,
+    encode_clip,
+    numbered_clip_fragments,
+    zeroed,
+)
 
 LOGGER = "consumer.pipeline.decode"
 
@@ -27,10 +34,7 @@ LOGGER = "consumer.pipeline.decode"
 @pytest.fixture(scope="module")
 def clip_fragments():
     """Three 1 s fragments of 320x240 H.264 (10 frames each), numbered 1-3."""
-    out = fragments(encode_clip("libx264", 320, 240, 3 * GOP), 1_000_000)
-    for number, fragment in enumerate(out, 1):
-        fragment.fragment_number = number
-    return out
+    return numbered_clip_fragments(3)
 
 
 @pytest.fixture(scope="module")

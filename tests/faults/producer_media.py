@@ -176,3 +176,11 @@ def _read_acks_until(sock: socket.socket, persisted: int, timeout: float) -> lis
         if events.count("PERSISTED") >= persisted and events.count("BUFFERING") > persisted:
             return acks
     raise AssertionError(f"no acknowledgement of the fragments before the cut: {raw[-400:]!r}")
+
+
+def numbered_clip_fragments(count: int = 3) -> list:
+    """`count` 1 s fragments of 320x240 H.264 (GOP frames each), numbered 1, 2, ..."""
+    out = fragments(encode_clip("libx264", 320, 240, count * GOP), 1_000_000)
+    for number, fragment in enumerate(out, 1):
+        fragment.fragment_number = number
+    return out
