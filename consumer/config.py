@@ -95,11 +95,10 @@ class Streams(Model):
                                  "nor a Kinesis Video stream ARN")
         return names
 
-    @model_validator(mode="after")
-    def _some_streams(self) -> "Streams":
-        if not self.names and self.prefix is None and not self.tags:
-            raise ValueError("give streams.names, streams.prefix or streams.tags")
-        return self
+    @property
+    def chosen(self) -> bool:
+        """Some streams are named: by names, prefix or tags (`run` needs it)."""
+        return bool(self.names or self.prefix is not None or self.tags)
 
     def settings_for(self, name: str) -> StreamSettings:
         override = self.overrides.get(name)
@@ -179,7 +178,7 @@ class KinesisOutput(Model):
 
 
 class S3Output(Model):
-    bucket: str
+    bucket: str | None = None  # required by `run`; `batch` without one writes to a folder only
     prefix: str = ""
     jpeg_quality: int = Field(85, ge=10, le=100)
     pose_sequences: bool = True
@@ -190,8 +189,8 @@ class S3Output(Model):
 
     @field_validator("bucket")
     @classmethod
-    def _bucket(cls, bucket: str) -> str:
-        if not BUCKET.fullmatch(bucket):
+    def _bucket(cls, bucket: str | None) -> str | None:
+        if bucket is not None and not BUCKET.fullmatch(bucket):
             raise ValueError(f"{bucket!r} is not a valid S3 bucket name")
         return bucket
 
@@ -204,7 +203,7 @@ class S3Output(Model):
 
 
 class Outputs(Model):
-    kinesis: KinesisOutput
+    kinesis: KinesisOutput | None = None  # required by `run`; optional for `batch`
     s3: S3Output | None = None
 
 
@@ -262,7 +261,7 @@ class CameraRules(Model):
     rules: list[RuleConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _zones_exist(self) -> "CameraRules":
+    def _zones_exist(self) -> CameraRules:
         names = [rule.name for rule in self.rules]
         if len(names) != len(set(names)):
             raise ValueError(f"rule names must be unique, got {names}")
@@ -373,20 +372,53 @@ class Health(Model):
     fleet: str = Field("kvs-analytics", pattern=r"^[A-Za-z0-9_.:/\-]{1,255}$")
 
 
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".m4v", ".webm", ".ts", ".mts", ".flv",
+                    ".wmv", ".mpg", ".mpeg", ".3gp", ".h264", ".264", ".hevc", ".h265")
+
+
+class Batch(Model):
+    """`kvs-analytics batch`: recorded video files through the same pipeline (consumer.batch)."""
+
+    workers: int = Field(1, ge=1, le=64, description="worker processes, each one video at a time")
+    extensions: list[str] = Field(default_factory=lambda: list(VIDEO_EXTENSIONS),
+                                  description="file name endings a folder is searched for")
+    max_frames: int | None = Field(None, ge=1, description="read only the first N frames a video")
+    fragment_seconds: float = Field(2.0, gt=0, le=10,
+                                    description="a file is cut at keyframes into parts this long, "
+                                                "each playing a KVS fragment's role")
+    upload_part_size_mb: int = Field(16, ge=5, le=5120, description="multipart part size")
+    upload_threshold_mb: int = Field(16, ge=5, le=5120, description="multipart from this size")
+
+    @field_validator("extensions")
+    @classmethod
+    def _extensions(cls, extensions: list[str]) -> list[str]:
+        out = []
+        for ending in extensions:
+            if not re.fullmatch(r"\.?[A-Za-z0-9]{1,10}", ending):
+                raise ValueError(f"{ending!r} is not a file name ending such as .mp4")
+            out.append("." + ending.lstrip(".").lower())
+        return out
+
+
 class Config(Model):
-    preset: str | None = Field(None, description="fast, balanced or accurate (consumer.presets)")
+    preset: str | None = Field(None, description="a preset's name (consumer.presets)")
     aws: Aws = Aws()
-    streams: Streams
+    streams: Streams | None = None  # required by `run`; `batch` reads files instead
     processing: Processing = Processing()
-    outputs: Outputs
+    outputs: Outputs = Outputs()
     events: Events = Events()
     checkpoint: Checkpoint = Checkpoint()
     logging: Logging = Logging()
     health: Health = Health()
+    batch: Batch = Batch()
     shutdown_seconds: float = Field(8.0, gt=0, description="drain budget after SIGTERM")
 
+    def stream_settings(self, name: str) -> StreamSettings:
+        """A stream's (or, in batch mode, a video's) settings: streams.defaults and overrides."""
+        return self.streams.settings_for(name) if self.streams is not None else StreamSettings()
+
     @model_validator(mode="after")
-    def _events_need_tracks(self) -> "Config":
+    def _events_need_tracks(self) -> Config:
         if self.events.cameras and not self.processing.tracking.enabled:
             raise ValueError("events.cameras has rules, which are evaluated per track: "
                              "processing.tracking.enabled must be true")
@@ -394,8 +426,11 @@ class Config(Model):
 
 
 def load_config(path: str | Path | None = None, data: Mapping[str, Any] | None = None,
-                environ: Mapping[str, str] | None = None) -> Config:
-    """Read YAML (a file or a mapping), apply KVSA_ environment overrides, validate."""
+                environ: Mapping[str, str] | None = None, *, live: bool = True) -> Config:
+    """Read YAML (a file or a mapping), apply KVSA_ environment overrides, validate.
+
+    `live` (the consumer reading streams): `streams` and `outputs.kinesis` are required.
+    Batch mode (`live=False`) reads files and may write records to a folder instead."""
     if path is not None:
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
@@ -413,9 +448,21 @@ def load_config(path: str | Path | None = None, data: Mapping[str, Any] | None =
     except ValueError as err:
         raise ConfigError(str(err)) from None
     try:
-        return Config.model_validate(raw)
+        config = Config.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_describe(err)) from None
+    if live:
+        s3 = config.outputs.s3
+        missing = [key for key, value in (("streams", config.streams),
+                                           ("outputs.kinesis", config.outputs.kinesis),
+                                           ("outputs.s3.bucket", s3.bucket if s3 else ""))
+                   if value is None]
+        problems = [f"{key}: required key is missing" for key in missing]
+        if config.streams is not None and not config.streams.chosen:
+            problems.append("streams: give streams.names, streams.prefix or streams.tags")
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return config
 
 
 def _apply_environment(raw: dict, environ: Mapping[str, str]) -> dict:

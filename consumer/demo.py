@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from consumer.config import load_config
+from consumer.observe.logs import native_logs_to
 from consumer.sinks import replay
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,48 +36,6 @@ NATIVE_LOG = "native.log"
 # what a run writes into its output folder; a later run removes these (and nothing else) first
 OUTPUTS = ("records.jsonl", "cameras.log", NATIVE_LOG, "s3")
 MARKER = ".kvs-analytics-demo"  # says the folder's s3/ is the demo's own, to be cleared
-
-
-@contextmanager
-def native_logs_to(path: Path | None) -> Iterator[None]:
-    """Send what native code writes to stderr (file descriptor 2) to the file `path` meanwhile,
-    while Python's own stderr (sys.stderr, the logging handlers writing to it, tracebacks)
-    keeps the terminal. None: change nothing.
-
-    MediaPipe 1.x's C++ (absl logging, LiteRT, TFLite) writes straight to descriptor 2, at
-    model load, at the first inference and at close; it reads neither GLOG_minloglevel nor
-    TF_CPP_MIN_LOG_LEVEL (measured with mediapipe 1.2.3: no effect), so only the descriptor can
-    be moved. Child processes started meanwhile inherit it unless given their own stderr."""
-    if path is None:
-        yield
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    old = sys.stderr
-    terminal = os.fdopen(os.dup(2), "w", buffering=1, encoding=getattr(old, "encoding", None),
-                         errors="backslashreplace")
-    handlers = [h for h in _stream_handlers() if h.stream is old]
-    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        sys.stderr = terminal
-        for handler in handlers:
-            handler.setStream(terminal)
-        os.dup2(target, 2)
-        yield
-    finally:
-        os.dup2(terminal.fileno(), 2)
-        os.close(target)
-        for handler in handlers:
-            handler.setStream(old)
-        sys.stderr = old
-        terminal.close()
-
-
-def _stream_handlers() -> list[logging.StreamHandler]:
-    loggers = [logging.getLogger()] + [logging.getLogger(name)
-                                       for name in logging.root.manager.loggerDict]
-    return [h for logger in loggers for h in getattr(logger, "handlers", ())
-            if isinstance(h, logging.StreamHandler)]
 
 
 def prepare_output(output_dir: Path) -> str | None:

@@ -17,8 +17,19 @@ _RECORD_NAMESPACE = uuid.UUID("6b3f7c2e-8f0c-4d8e-9a55-0d6f2f5a7c11")
 
 
 @dataclass(frozen=True, slots=True)
+class FileOrigin:
+    """A recorded file a frame came from (batch mode), instead of a Kinesis video stream."""
+
+    path: str  # relative to the folder searched, or the name given
+    sha256: str  # of the file's bytes: its identity
+    start: float  # producer time of the file's first frame (FrameSource.producer_time's base)
+
+
+@dataclass(frozen=True, slots=True)
 class FrameSource:
-    """Where a frame sits in Kinesis Video Streams."""
+    """Where a frame sits in Kinesis Video Streams, or in a recorded file (`origin`: then
+    `stream_name` is the file's video id, `stream_arn` "file:sha256:<hex>" and the fragment a
+    part of the file cut at keyframes)."""
 
     stream_name: str
     stream_arn: str
@@ -27,6 +38,7 @@ class FrameSource:
     producer_timestamp: float  # seconds since the epoch, of the fragment
     frame_offset: float  # seconds from the start of the fragment (FrameOffsetInSeconds)
     frame_index: int  # position among the fragment's video frames, from 0
+    origin: FileOrigin | None = None
 
     @property
     def record_id(self) -> str:

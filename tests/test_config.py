@@ -54,7 +54,7 @@ def test_yaml_file_and_environment_overrides(tmp_path):
     ({**MINIMAL, "outputs": {"kinesis": {"stream": "r", "lingr_ms": 5}}}, {},
      "outputs.kinesis.lingr_ms: unknown key"),
     (MINIMAL, {"KVSA_OUTPUTS__KINESIS__STREEM": "x"}, "KVSA_OUTPUTS__KINESIS__STREEM"),
-    ({"streams": {"names": ["cam-1"]}}, {}, "outputs: required key is missing"),
+    ({"streams": {"names": ["cam-1"]}}, {}, "outputs.kinesis: required key is missing"),
     ({**MINIMAL, "streams": {"names": ["a/b"]}}, {}, "streams.names"),
     ({**MINIMAL, "streams": {"names": ["cam\n"]}}, {}, "streams.names"),
     ({**MINIMAL, "streams": {"names": ["c"], "defaults": {"sampling": {"fps": 0}}}}, {},
@@ -112,20 +112,73 @@ def test_the_example_file_validates_and_documents_every_key():
     assert not missing, f"keys missing from {EXAMPLE.name}: {sorted(missing)}"
 
 
+PRESET_BASE = {"streams": {"names": ["a"]}, "outputs": {"kinesis": {"stream": "r"}}}
+
+
+@pytest.mark.parametrize("name, model, fps, frames, batch_workers", [
+    ("development", "lite", 1.0, "all", 1),
+    ("fast_processing", "lite", 1.0, "none", 2),
+    ("production", "full", 2.0, "persons", 2),
+    ("high_accuracy", "heavy", 5.0, "persons", 2),  # frames: not set, the default
+])
+def test_each_preset_sets_its_model_rate_frames_and_workers(name, model, fps, frames,
+                                                            batch_workers):
+    config = load_config(data={**PRESET_BASE, "preset": name}, environ={})
+    assert config.processing.pose.model == f"pose_landmarker_{model}.task"
+    assert config.streams.defaults.sampling.mode is SamplingMode.FPS
+    assert config.streams.defaults.sampling.fps == fps
+    assert config.streams.defaults.frames.value == frames
+    assert config.batch.workers == batch_workers
+    assert config.outputs.s3 is None  # a preset never creates outputs.s3 (it needs a bucket)
+
+
+def test_the_presets_own_extras():
+    dev = load_config(data={**PRESET_BASE, "preset": "development"}, environ={})
+    assert dev.processing.pose.num_poses == 2 and dev.processing.workers == 1
+    assert dev.streams.defaults.annotate is True and dev.processing.yolo.image_size == 320
+    accurate = load_config(data={**PRESET_BASE, "preset": "high_accuracy"}, environ={})
+    pose = accurate.processing.pose
+    assert pose.num_poses == 6
+    assert (pose.min_detection_confidence, pose.min_presence_confidence,
+            pose.min_tracking_confidence) == (0.6, 0.6, 0.6)
+    assert (accurate.processing.yolo.image_size, accurate.processing.yolo.confidence) == (960, 0.35)
+    sizes = [load_config(data={**PRESET_BASE, "preset": name}, environ={}).processing.yolo
+             .image_size for name in ("fast_processing", "production")]
+    assert sizes == [480, 640]
+
+
+@pytest.mark.parametrize("alias, name", [("fast", "fast_processing"), ("balanced", "production"),
+                                         ("accurate", "high_accuracy")])
+def test_the_first_names_are_aliases(alias, name):
+    assert load_config(data={**PRESET_BASE, "preset": alias}, environ={}).model_dump(
+        exclude={"preset"}) == load_config(data={**PRESET_BASE, "preset": name},
+                                           environ={}).model_dump(exclude={"preset"})
+
+
 def test_a_preset_fills_in_what_the_file_leaves_out_and_the_file_wins():
-    base = {"streams": {"names": ["a"]}, "outputs": {"kinesis": {"stream": "r"}}}
-    fast = load_config(data={**base, "preset": "fast"}, environ={})
-    assert fast.processing.pose.model == "pose_landmarker_lite.task"
-    assert fast.streams.defaults.sampling.fps == 1
-    mine = load_config(data={**base, "preset": "accurate",
-                             "processing": {"pose": {"num_poses": 2}}}, environ={})
+    base = PRESET_BASE
+    mine = load_config(data={**base, "preset": "high_accuracy",
+                             "processing": {"pose": {"num_poses": 2}},
+                             "streams": {"names": ["a"], "defaults": {"frames": "none"}}},
+                       environ={})
     assert mine.processing.pose.model == "pose_landmarker_heavy.task"
     assert mine.processing.pose.num_poses == 2  # the file's own key wins
-    assert mine.streams.defaults.sampling.fps == 5
-    from_env = load_config(data=base, environ={"KVSA_PRESET": "fast"})
+    assert mine.streams.defaults.frames.value == "none"  # and this one
+    assert mine.streams.defaults.sampling.fps == 5  # its neighbours still come from the preset
+    assert mine.processing.pose.min_detection_confidence == 0.6
+    env = {"KVSA_PRESET": "fast_processing", "KVSA_BATCH__WORKERS": "3"}
+    from_env = load_config(data=base, environ=env)
     assert from_env.processing.pose.model == "pose_landmarker_lite.task"
-    assert load_config(data=base, environ={}).processing.pose.model == \
-        load_config(data={**base, "preset": "balanced"}, environ={}).processing.pose.model
+    assert from_env.batch.workers == 3  # the environment wins over the preset too
+    # production is the defaults, named (but batch.workers: 2, the default is 1)
+    assert load_config(data=base, environ={}).model_dump(exclude={"preset", "batch"}) == \
+        load_config(data={**base, "preset": "production"}, environ={}).model_dump(
+            exclude={"preset", "batch"})
+
+
+def test_an_unknown_preset_is_an_error_naming_it_and_the_choices():
     with pytest.raises(ConfigError, match=r"preset: 'quick' is not a preset; expected one of "
-                                          r"fast, balanced, accurate"):
-        load_config(data={**base, "preset": "quick"}, environ={})
+                                          r"development, fast_processing, production, "
+                                          r"high_accuracy \(aliases: fast = fast_processing, "
+                                          r"balanced = production, accurate = high_accuracy\)"):
+        load_config(data={**PRESET_BASE, "preset": "quick"}, environ={})

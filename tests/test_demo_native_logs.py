@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent("""
     import logging, sys
     from pathlib import Path
     import numpy as np
-    from consumer.demo import native_logs_to
+    from consumer.observe.logs import native_logs_to
     from processors.pose import PoseProcessor
     from processors.settings import Pose
 

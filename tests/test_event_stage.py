@@ -17,6 +17,7 @@ from consumer.config import Events, S3Output
 from consumer.formats.event_records import SCHEMA_PATH
 from consumer.pipeline.event_stage import EventStage
 from consumer.pipeline.ledger import FragmentLedger
+from consumer.sinks.locations import S3Locations
 from processors.base import FrameResult, Person
 from processors.frames import FrameSource, VideoFrame
 
@@ -45,7 +46,8 @@ def stage(**events) -> tuple[EventStage, Recorder, Recorder]:
                              aws_secret_access_key="secret")
     kinesis, s3 = Recorder(), Recorder()
     processor = {"Name": "pose", "Model": "m", "ModelVersion": "1"}
-    args = (processor, kinesis, s3, S3Output(bucket="events-bucket", prefix="p"), s3_client)
+    args = (processor, kinesis, s3, S3Output(bucket="events-bucket", prefix="p"),
+            S3Locations(s3_client, "events-bucket", 120))
     assert EventStage.for_stream("other", config, *args) is None  # no rules: no event state
     return EventStage.for_stream("cam-1", config, *args), kinesis, s3
 

@@ -19,6 +19,7 @@ from consumer.formats.event_records import SCHEMA_PATH
 from consumer.formats.highlights import ALERT, highlight_jpeg
 from consumer.pipeline.event_stage import EventStage
 from consumer.pipeline.ledger import FragmentLedger
+from consumer.sinks.locations import S3Locations
 from processors.base import FrameResult, Person
 from processors.events import Event, ZoneRule
 from processors.frames import FrameSource, VideoFrame
@@ -49,7 +50,9 @@ def make_stage(**kwargs) -> tuple[EventStage, Recorder, Recorder]:
     kinesis, s3 = Recorder(), Recorder()
     stage = EventStage.for_stream("cam-1", config, {"Name": "pose", "Model": "m",
                                                     "ModelVersion": "1"},
-                                  kinesis, s3, S3Output(bucket="events-bucket", prefix="p"), s3_client,
+                                  kinesis, s3, S3Output(bucket="events-bucket", prefix="p"),
+                                  S3Locations(s3_client, "events-bucket",
+                                              config.url_expiry_seconds),
                                   **kwargs)
     return stage, kinesis, s3
 

@@ -2,7 +2,8 @@
 
 One JSON object per analysed frame, joinable to the video the way Rekognition Video
 stream-processor records were: `InputInformation.KinesisVideo` names the stream, the fragment and
-the frame's offset in it. The schema is `consumer/formats/schema/frame_record.schema.json` (JSON
+the frame's offset in it (batch mode: `InputInformation.File` names the recorded file, its
+SHA-256 and the frame's offset in it instead). The schema is `consumer/formats/schema/frame_record.schema.json` (JSON
 Schema 2020-12).
 
 Conventions (stated once here and in the schema's descriptions):
@@ -96,15 +97,18 @@ def frame_record(source: FrameSource, result: FrameResult, processor_name: str, 
 
 
 def input_information(source: FrameSource) -> dict[str, Any]:
-    """Where the frame sits in Kinesis Video Streams, as Rekognition's records said it.
+    """Where the frame sits in Kinesis Video Streams, as Rekognition's records said it, or in a
+    recorded file (batch mode: `File`, with the file's hash and the frame's offset in it).
     Raises ValueError for a stream name or ARN that is not one (so nothing but a validated name
     reaches downstream) or a negative fragment number."""
     if not STREAM_NAME.fullmatch(source.stream_name):
         raise ValueError(f"not a Kinesis Video stream name: {source.stream_name!r}")
-    if not STREAM_ARN.fullmatch(source.stream_arn):
-        raise ValueError(f"not a Kinesis Video stream ARN: {source.stream_arn!r}")
     if source.fragment_number < 0:
         raise ValueError(f"negative fragment number {source.fragment_number}")
+    if source.origin is not None:
+        return {"File": _file_information(source)}
+    if not STREAM_ARN.fullmatch(source.stream_arn):
+        raise ValueError(f"not a Kinesis Video stream ARN: {source.stream_arn!r}")
     return {"KinesisVideo": {
         "StreamArn": source.stream_arn,
         "StreamName": source.stream_name,
@@ -114,6 +118,21 @@ def input_information(source: FrameSource) -> dict[str, Any]:
         "FrameOffsetInSeconds": _num(source.frame_offset, TIME_DIGITS, "FrameOffsetInSeconds"),
         "FrameIndex": source.frame_index,
     }}
+
+
+def _file_information(source: FrameSource) -> dict[str, Any]:
+    origin = source.origin
+    return {
+        "Path": origin.path,
+        "Sha256": origin.sha256,
+        "VideoId": source.stream_name,
+        "FragmentNumber": str(source.fragment_number),
+        "ProducerTimestamp": _num(source.producer_timestamp, TIME_DIGITS, "ProducerTimestamp"),
+        "FrameOffsetInSeconds": _num(source.frame_offset, TIME_DIGITS, "FrameOffsetInSeconds"),
+        "FrameIndex": source.frame_index,
+        "OffsetInFileSeconds": _num(max(0.0, source.producer_time - origin.start), TIME_DIGITS,
+                                    "OffsetInFileSeconds"),
+    }
 
 
 def encode_record(record: Mapping[str, Any]) -> bytes:

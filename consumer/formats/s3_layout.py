@@ -11,6 +11,14 @@ without a crawler (`WHERE stream = 'cam-1' AND date = '2024-05-01'` reads one fo
     {prefix}/events/stream={stream}/date={YYYY-MM-DD}/{event_id}/highlight.jpg
     {prefix}/events/stream={stream}/date={YYYY-MM-DD}/{event_id}/clip.mp4
 
+Batch mode (consumer.batch) keys a recorded file by its video id in place of the stream name, and
+adds per video its records (when they do not go to a data stream), a summary written last (its
+presence means the video is done), and the batch's manifest:
+
+    {prefix}/records/stream={video_id}/records.jsonl
+    {prefix}/videos/{video_id}.json
+    {prefix}/manifest.json
+
 Keys are pure functions of (stream, fragment number, frame index), so a replay after a crash
 overwrites the same objects instead of adding copies. The date is the fragment's producer
 timestamp in UTC (not the frame's), so every object of one fragment shares a folder even when
@@ -151,6 +159,16 @@ def window_metadata(stream_name: str, stream_arn: str, window_start: float,
                 "window-start": f"{window_start:.3f}", "window-seconds": f"{window_seconds:g}"}
     check_metadata(metadata)
     return metadata
+
+
+def batch_key(prefix: str, kind: str, video_id: str) -> str:
+    """A batch's per-video object (`records` or `summary`), or its `manifest` (video id "")."""
+    if kind != "manifest":
+        check_stream_name(video_id)
+    path = {"records": f"records/stream={video_id}/records.jsonl",
+            "summary": f"videos/{video_id}.json", "manifest": "manifest.json"}[kind]
+    prefix = check_prefix(prefix)
+    return f"{prefix}/{path}" if prefix else path
 
 
 def check_metadata(metadata: dict[str, str]) -> None:

@@ -6,14 +6,22 @@ are ~47-digit decimals, beyond a JSON reader's exact integers), then `exception`
 traceback. `stream`/`fragment` come from the record's attributes (`log.info(...,
 extra={"stream": name, "fragment": number})`) or, as every stream's log line is written
 today, from a message that begins `stream NAME: ` (then `fragment NUMBER` if it follows).
+
+`native_logs_to(path)` moves what native libraries write to descriptor 2 (MediaPipe's C++ at
+model load) into a file while Python's own stderr keeps the terminal (the demo, batch mode).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 NOISY = ("botocore", "urllib3", "werkzeug")  # at WARNING or above, whatever the level
@@ -52,3 +60,45 @@ def configure_logging(settings) -> None:
     logging.basicConfig(level=settings.level, handlers=[handler], force=True)
     for noisy in NOISY:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
+
+
+@contextmanager
+def native_logs_to(path: Path | None) -> Iterator[None]:
+    """Send what native code writes to stderr (file descriptor 2) to the file `path` meanwhile,
+    while Python's own stderr (sys.stderr, the logging handlers writing to it, tracebacks)
+    keeps the terminal. None: change nothing.
+
+    MediaPipe 1.x's C++ (absl logging, LiteRT, TFLite) writes straight to descriptor 2, at
+    model load, at the first inference and at close; it reads neither GLOG_minloglevel nor
+    TF_CPP_MIN_LOG_LEVEL (measured with mediapipe 1.2.3: no effect), so only the descriptor can
+    be moved. Child processes started meanwhile inherit it unless given their own stderr."""
+    if path is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    old = sys.stderr
+    terminal = os.fdopen(os.dup(2), "w", buffering=1, encoding=getattr(old, "encoding", None),
+                         errors="backslashreplace")
+    handlers = [h for h in _stream_handlers() if h.stream is old]
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        sys.stderr = terminal
+        for handler in handlers:
+            handler.setStream(terminal)
+        os.dup2(target, 2)
+        yield
+    finally:
+        os.dup2(terminal.fileno(), 2)
+        os.close(target)
+        for handler in handlers:
+            handler.setStream(old)
+        sys.stderr = old
+        terminal.close()
+
+
+def _stream_handlers() -> list[logging.StreamHandler]:
+    loggers = [logging.getLogger()] + [logging.getLogger(name)
+                                       for name in logging.root.manager.loggerDict]
+    return [h for logger in loggers for h in getattr(logger, "handlers", ())
+            if isinstance(h, logging.StreamHandler)]

@@ -36,7 +36,7 @@ import av
 from consumer.config import Sampling, SamplingMode
 from consumer.pipeline.nvdec import GpuUnavailable, open_cuda, planar, warn_fallback
 from consumer.wire import Fragment, Frame, Track
-from processors.frames import FrameSource, VideoFrame
+from processors.frames import FileOrigin, FrameSource, VideoFrame
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,10 @@ class _Sampler:
 
 class StreamDecoder:
     def __init__(self, stream_name: str, stream_arn: str, sampling: Sampling,
-                 threads: str = "AUTO", device: str = "cpu"):
+                 threads: str = "AUTO", device: str = "cpu", origin: FileOrigin | None = None):
         self.stream_name = stream_name
         self.stream_arn = stream_arn
+        self.origin = origin  # a recorded file's (batch mode), carried by every frame
         self.threads = threads
         self.device = device  # as configured: cpu, cuda or cuda:N
         self._gpu = device != "cpu"  # False once this stream has fallen back to the CPU
@@ -181,7 +182,7 @@ class StreamDecoder:
                keyframe: bool) -> VideoFrame:
         source = FrameSource(self.stream_name, self.stream_arn, fragment.fragment_number or 0,
                              fragment.server_timestamp or 0.0, fragment.producer_timestamp or 0.0,
-                             fragment.frame_offset(frame), index)
+                             fragment.frame_offset(frame), index, self.origin)
         return VideoFrame(source, planar(picture).to_ndarray(format="rgb24"), keyframe)
 
     @property

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 
 from consumer.config import Events, S3Output
 from consumer.formats import event_records, highlights, records, s3_layout
@@ -35,7 +34,7 @@ log = logging.getLogger(__name__)
 class EventStage:
     def __init__(self, stream_name: str, rules: tuple[Rule, ...], config: Events,
                  processor: dict[str, str], kinesis, s3=None, s3_config: S3Output | None = None,
-                 s3_client=None, lost_track_seconds: float | None = None):
+                 locations=None, lost_track_seconds: float | None = None):
         self.stream_name = stream_name
         # the tracker may bring a lost id back until then: no exit before (the default is
         # the tracker's default when the caller does not say)
@@ -47,7 +46,7 @@ class EventStage:
         self.kinesis = kinesis  # put(data, partition_key, on_done)
         self.s3 = s3  # put(key, body, content_type, metadata, on_done)
         self.s3_config = s3_config
-        self.s3_client = s3_client  # for presigned URLs
+        self.locations = locations  # consumer.sinks.locations: how records name an object
         self.clips = (ClipRecorder(stream_name, config.pre_roll_seconds,
                                    config.post_roll_seconds)
                       if s3 is not None and config.clips else None)
@@ -143,9 +142,4 @@ class EventStage:
                  event.rule, state, event.track_id, event.start_time)
 
     def _location(self, key: str) -> dict:
-        bucket = self.s3_config.bucket
-        expiry = self.config.url_expiry_seconds
-        url = self.s3_client.generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expiry)
-        return {"Bucket": bucket, "Key": key, "Url": url,
-                "UrlExpiresAt": round(time.time() + expiry, 3)}
+        return self.locations.shared(key)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from consumer.config import FrameSelection, S3Output, StreamSettings
@@ -47,20 +46,21 @@ class ProcessorInfo:
 class OutputStage:
     def __init__(self, processor: ProcessorInfo, kinesis, s3=None,
                  s3_config: S3Output | None = None,
-                 fetch: Callable[[str], bytes | None] | None = None,
+                 locations=None,
                  delivered: set[str] | None = None, stage_times: StageTimes | None = None):
         self.processor = processor
         self.times = stage_times if stage_times is not None else StageTimes()
         self.kinesis = kinesis  # put(data, partition_key, on_done)
         self.s3 = s3  # put(key, body, content_type, metadata, on_done)
         self.s3_config = s3_config
+        self.locations = locations  # consumer.sinks.locations: how records name an object
         self.delivered = delivered if delivered is not None else set()
         self.records_skipped_as_delivered = 0
         self._thumbnailed: set[int] = set()  # fragment numbers that have their thumbnail
         self.windows = None
         if self.pose_sequences and s3_config.pose_window_seconds > 0:
             self.windows = PoseWindows(s3_config.pose_window_seconds, s3_config.prefix, s3,
-                                       fetch, processor.metadata(), processor.landmark_set)
+                                       locations.fetch, processor.metadata(), processor.landmark_set)
 
     @property
     def pose_sequences(self) -> bool:
@@ -83,8 +83,7 @@ class OutputStage:
             ticket.output_added()
             self.s3.put(key, body, "image/jpeg", s3_layout.object_metadata(source),
                         ticket.output_done)
-            locations.append({"Bucket": self.s3_config.bucket, "Key": key,
-                              "Annotated": annotated})
+            locations.append({**self.locations.object(key), "Annotated": annotated})
         if source.record_id in self.delivered:
             self.records_skipped_as_delivered += 1
         else:

@@ -69,7 +69,7 @@ from consumer.streams.inbox import (
 )
 from consumer.streams.stats import StreamStats, ThrottledWarning
 from consumer.wire import Fragment
-from processors.frames import VideoFrame
+from processors.frames import FileOrigin, VideoFrame
 from processors.tracking import PersonTracker
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class SharedStages:
     kinesis_client: object  # for reading back what was delivered
     kinesis: object  # KinesisRecordWriter
     s3: object | None  # S3ObjectWriter
-    s3_client: object | None  # presigned URLs, pose windows written before
+    locations: object | None  # consumer.sinks.locations: how records name objects, read back
     processor: ProcessorInfo
     checkpoint: Callable[[str, int, float | None], None]  # (arn, fragment, producer time)
     holds: Callable[[str], bool]  # does this worker still hold the stream's lease? (the fence)
@@ -106,7 +106,8 @@ class Start:
 
 class StreamSession:
     def __init__(self, key: int, name: str, arn: str, start: Start, stages: SharedStages,
-                 work: queue.Queue, source: MediaSource | None = None):
+                 work: queue.Queue, source: MediaSource | None = None,
+                 origin: FileOrigin | None = None):
         config = stages.config
         self.key = key
         self.name = name
@@ -114,7 +115,7 @@ class StreamSession:
         self.start_at = start
         self.stages = stages
         self.work = work  # the analysis queue serving this stream
-        self.settings = config.streams.settings_for(name)
+        self.settings = config.stream_settings(name)
         self.stats = StreamStats()
         self.started = time.monotonic()
         self.failure: str | None = None
@@ -127,12 +128,12 @@ class StreamSession:
         kinesis = Port(stages.kinesis, self.inbox.put, self._may_emit)
         s3 = Port(stages.s3, self.inbox.put) if stages.s3 is not None else None
         self.outputs = OutputStage(stages.processor, kinesis, s3, config.outputs.s3,
-                                   self._fetch_object, stage_times=self.times)
+                                   stages.locations, stage_times=self.times)
         info = stages.processor
         self.events = EventStage.for_stream(
             name, config.events, {"Name": info.name, "Model": info.model,
                                   "ModelVersion": info.model_version},
-            kinesis, s3, config.outputs.s3, stages.s3_client,
+            kinesis, s3, config.outputs.s3, stages.locations,
             lost_track_seconds=config.processing.tracking.lost_track_seconds)
         tracking = config.processing.tracking
         self.person_tracker = PersonTracker(tracking) if tracking.enabled else None
@@ -140,7 +141,7 @@ class StreamSession:
                                             start=config.streams.start.value,
                                             after_fragment=start.checkpoint)
         self._decoder = StreamDecoder(name, arn, self.settings.sampling,
-                                      device=config.processing.decode.device)
+                                      device=config.processing.decode.device, origin=origin)
         self._phase = "starting"
         self._awaiting = 0  # frames announced to the handler and not yet settled
         self._unsettled = 0  # frames handed to analysis whose result the handler has not done
@@ -477,15 +478,6 @@ class StreamSession:
     def _completed(self, ticket: FragmentTicket) -> None:
         if not self._abandoned:
             self.stages.checkpoint(self.arn, ticket.fragment_number, ticket.producer_time)
-
-    def _fetch_object(self, key: str) -> bytes | None:
-        """An object written before (a pose window to merge), or None."""
-        client = self.stages.s3_client
-        try:
-            response = client.get_object(Bucket=self.stages.config.outputs.s3.bucket, Key=key)
-        except client.exceptions.NoSuchKey:
-            return None
-        return response["Body"].read()
 
 
 def _last_frame_time(fragment: Fragment) -> float | None:

@@ -41,6 +41,7 @@ from consumer.pipeline.analysis import Analyzer
 from consumer.pipeline.outputs import ProcessorInfo
 from consumer.pipeline.stage_times import StageTimes
 from consumer.sinks.kinesis import KinesisRecordWriter
+from consumer.sinks.locations import S3Locations
 from consumer.sinks.s3 import S3ObjectWriter
 from consumer.streams.session import SharedStages, Start, StreamSession
 from consumer.streams.status import status_lines
@@ -120,8 +121,11 @@ class StreamSupervisor:
                      config.processing.batch_size, config.processing.batch_wait_ms,
                      stage_times=times)
             for each in self.processors]
+        locations = (S3Locations(self.clients.s3, outputs.s3.bucket,
+                                 config.events.url_expiry_seconds)
+                     if outputs.s3 is not None else None)
         self.stages = SharedStages(config, self.clients.kvs, self.clients.kinesis, self.kinesis,
-                                   self.s3, self.clients.s3, ProcessorInfo.of(self.processors[0]),
+                                   self.s3, locations, ProcessorInfo.of(self.processors[0]),
                                    self.keeper.checkpoint, self.keeper.holds, stage_times=times)
         self.sessions: dict[str, StreamSession] = {}  # by stream ARN; the last one of each
         self.restarts: dict[str, Restarts] = {}
