@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from consumer.config import Sampling, SamplingMode
+from consumer.media.fragmenter import encode_cluster, fragment_packets
+from consumer.media.sources import FileSource
 from consumer.pipeline.decode import StreamDecoder
 from consumer.wire import Fragment, read_fragments, writer
-from producer_sim.fragmenter import encode_cluster, fragment_packets
-from producer_sim.sources import FileSource
 
 from . import reader_throughput as rt
 

@@ -27,19 +27,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from consumer.media.fragmenter import DEFAULT_FRAGMENT_DURATION_MS
+from consumer.media.sources import Source
 from consumer.wire import Track, writer
 
 from .acks import Ack, AckEvent, ErrorAction
 from .capture import SOURCE_END, Capture, PendingFragment, SourceFailed
 from .control import StreamTarget
-from .fragmenter import DEFAULT_FRAGMENT_DURATION_MS
 from .putmedia import (
     DEFAULT_MAX_CONNECTION_S,
     PutMediaConnection,
     PutMediaConnectionError,
     PutMediaError,
 )
-from .sources import Source
 from .status import CameraResult, CameraStatus, Rejection
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from consumer.media.fragmenter import Fragmenter, encode_cluster
+from consumer.media.sources import Source
 from consumer.wire import Fragment, Track
-
-from .fragmenter import Fragmenter, encode_cluster
-from .sources import Source
 
 if TYPE_CHECKING:
     from .camera import CameraConfig

@@ -10,10 +10,11 @@ import signal
 import sys
 import time
 
+from consumer.media.fragmenter import KVS_MAX_FRAGMENT_MS
+from consumer.media.sources import FileSource, SourceError, open_source
+
 from .camera import Camera, CameraConfig
 from .control import DEFAULT_RETENTION_HOURS, AwsContext, AwsSetupError, prepare_stream
-from .fragmenter import KVS_MAX_FRAGMENT_MS
-from .sources import FileSource, SourceError, open_source
 from .status import CameraResult, CameraStatus
 
 EXIT_OK = 0

@@ -9,10 +9,10 @@ import time
 import pytest
 from botocore.credentials import Credentials
 
+from consumer.media.fragmenter import fragment_packets
+from consumer.media.sources import FileSource, TestPatternSource
 from producer_sim.camera import Camera, CameraConfig
 from producer_sim.control import StreamTarget
-from producer_sim.fragmenter import fragment_packets
-from producer_sim.sources import FileSource, TestPatternSource
 
 from .putmedia_fake import FakePutMedia, Script
 

@@ -14,13 +14,13 @@ import av
 import numpy as np
 import pytest
 
+from consumer.media.fragmenter import fragment_packets
+from consumer.media.sources import FileSource, TestPatternSource, decode_packets
 from consumer.wire import iter_fragments
 from infra.local.kvs_service import LocalKvsService
 from infra.local.limits import Limits
 from producer_sim.camera import Camera, CameraConfig
 from producer_sim.control import AwsContext, prepare_stream
-from producer_sim.fragmenter import fragment_packets
-from producer_sim.sources import FileSource, TestPatternSource, decode_packets
 
 from .producer_sim_helpers import client, simulator
 

@@ -6,14 +6,14 @@ import itertools
 
 import pytest
 
-from consumer.wire import read_fragments, writer
-from producer_sim.fragmenter import (
+from consumer.media.fragmenter import (
     Fragmenter,
     FragmenterError,
     encode_cluster,
     fragment_packets,
 )
-from producer_sim.sources import FileSource, Packet, TestPatternSource
+from consumer.media.sources import FileSource, Packet, TestPatternSource
+from consumer.wire import read_fragments, writer
 
 BASE = 1_700_000_000_000  # a wall-clock origin, as the camera gives
 

@@ -9,16 +9,16 @@ import hmac
 import pytest
 from botocore.credentials import Credentials
 
+from consumer.media.fragmenter import encode_cluster, fragment_packets
+from consumer.media.sources import TestPatternSource
 from consumer.wire import writer
 from producer_sim.acks import Ack, AckParser, ErrorAction, ack_error_action
-from producer_sim.fragmenter import encode_cluster, fragment_packets
 from producer_sim.putmedia import (
     PutMediaConnection,
     PutMediaConnectionError,
     PutMediaHttpError,
     http_error,
 )
-from producer_sim.sources import TestPatternSource
 
 from .putmedia_fake import FakePutMedia, Script
 

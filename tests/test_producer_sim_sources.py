@@ -9,10 +9,9 @@ import av
 import numpy as np
 import pytest
 
-from consumer.wire import read_fragments
-from producer_sim import h264
-from producer_sim.pattern import clock_text, draw_frame, subject_position
-from producer_sim.sources import (
+from consumer.media import h264
+from consumer.media.pattern import clock_text, draw_frame, subject_position
+from consumer.media.sources import (
     FileSource,
     LiveSource,
     SourceError,
@@ -20,6 +19,7 @@ from producer_sim.sources import (
     decode_packets,
     open_source,
 )
+from consumer.wire import read_fragments
 
 
 @pytest.fixture(scope="module")

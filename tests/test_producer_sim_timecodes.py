@@ -17,17 +17,16 @@ import av
 import numpy as np
 import pytest
 
+from consumer.media.fragmenter import Fragmenter
+from consumer.media.sources import FileSource, Source, SourceError, decode_packets
+from consumer.media.timeline import Mapped, Timeline
 from consumer.wire import iter_fragments
 from infra.local.kvs_service import LocalKvsService
 from infra.local.limits import Limits
 from producer_sim.camera import Camera, CameraConfig
 from producer_sim.control import AwsContext, prepare_stream
-from producer_sim.fragmenter import Fragmenter
-from producer_sim.sources import FileSource, Source, SourceError, decode_packets
-from producer_sim.timeline import Mapped, Timeline
 
 from .producer_sim_helpers import client, simulator
-
 from .timecode_sources import (
     FPS,
     backwards_cluster_starts,

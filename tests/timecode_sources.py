@@ -18,8 +18,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from consumer.media.sources import H264Encoder
 from consumer.wire import Frame, writer
-from producer_sim.sources import H264Encoder
 
 FPS = 30
 FRAMES_PER_CLUSTER = 30

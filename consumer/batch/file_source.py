@@ -1,7 +1,7 @@
 """A recorded file as the fragments a camera would have sent: the session's media source in
 batch mode.
 
-The camera simulator's file reader (`producer_sim.sources.FileSource`: H.264 re-muxed as it is,
+The camera simulator's file reader (`consumer.media.sources.FileSource`: H.264 re-muxed as it is,
 other codecs re-encoded with libx264, timestamps made increasing) and its fragmenter (a new
 fragment at the first keyframe after `fragment_seconds`) make the same `Fragment`s GetMedia
 would return for the file streamed into KVS, without the round trip. Fragments are numbered from
@@ -26,9 +26,9 @@ from pathlib import Path
 import av
 
 from consumer.cloud.media_source import StreamGone
+from consumer.media.fragmenter import Fragmenter, FragmenterError
+from consumer.media.sources import FileSource, SourceError
 from consumer.wire import Fragment
-from producer_sim.fragmenter import Fragmenter, FragmenterError
-from producer_sim.sources import FileSource, SourceError
 
 
 class VideoError(StreamGone):

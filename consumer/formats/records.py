@@ -71,9 +71,9 @@ def frame_record(source: FrameSource, result: FrameResult, processor_name: str, 
                  frames: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """The record for one analysed frame.
 
-    `image_size` is (width, height) in pixels. `frames` lists the S3 objects written for this
-    frame, each {"Bucket", "Key"[, "Annotated": bool]}; the record carries "Frames" only when
-    there is one. Raises ValueError for a stream name or ARN that is not one (so nothing but a
+    `image_size` is (width, height) in pixels. `frames` lists the objects written for this
+    frame, each {"Bucket", "Key"[, "Annotated": bool]} (or {"Path", ...} in a batch's folder);
+    the record carries "Frames" only when there is one. Raises ValueError for a stream name or ARN that is not one (so nothing but a
     validated name reaches downstream), a landmark count other than 33 (MediaPipe) or 17 (COCO),
     or a non-finite number.
     """
@@ -177,7 +177,9 @@ def _person(person: Person) -> dict[str, Any]:
 
 
 def _location(frame: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"Bucket": str(frame["Bucket"]), "Key": str(frame["Key"])}
+    """An S3 object {"Bucket", "Key"}, or a file in a batch's output folder {"Path"}."""
+    out: dict[str, Any] = ({"Path": str(frame["Path"])} if "Path" in frame
+                           else {"Bucket": str(frame["Bucket"]), "Key": str(frame["Key"])})
     if "Annotated" in frame:
         out["Annotated"] = bool(frame["Annotated"])
     return out

@@ -23,8 +23,8 @@ from urllib.parse import urlparse
 
 import av
 
+from consumer.media.pattern import draw_frame
 from consumer.wire import Fragment, Frame, Track, ebml, writer
-from producer_sim.pattern import draw_frame
 
 from ..kvs_wire_helpers import put_media
 

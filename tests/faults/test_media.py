@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from consumer.media.pattern import draw_frame
 from consumer.wire import writer
-from producer_sim.pattern import draw_frame
 
 from ..delivery_checks import delivered_frames
 from .harness import Run, wait_for
