@@ -79,3 +79,23 @@ def iter_avcc_units(data, length_size: int = 4):
 
 def avcc_length_size(config: bytes) -> int:
     return (config[4] & 0x03) + 1 if len(config) > 4 else 4
+
+
+def is_disposable(data, length_size: int = 4) -> bool:
+    """Whether no other picture can reference this access unit: it has slices, and every one has
+    nal_ref_idc 0 (a non-reference B or P frame). A decoder may skip it without harm to any other
+    frame. Reads the NAL headers only."""
+    view = memoryview(data)
+    pos = slices = 0
+    while pos + length_size < len(view):
+        size = int.from_bytes(view[pos:pos + length_size], "big")
+        pos += length_size
+        if size == 0 or pos >= len(view):
+            break
+        header = view[pos]
+        if 1 <= header & 0x1F <= NAL_IDR:  # a slice (coded picture data)
+            if header & 0x60:  # nal_ref_idc > 0: a reference
+                return False
+            slices += 1
+        pos += size
+    return slices > 0
