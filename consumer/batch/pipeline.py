@@ -41,6 +41,7 @@ from consumer.config import Config, ConfigError, load_config
 from consumer.formats import s3_layout
 
 POLL_SECONDS = 0.5
+BATCH_POSE_WINDOW_SECONDS = 60.0
 
 
 def batch_config(path: str | Path | None = None, *, preset: str | None = None,
@@ -50,7 +51,9 @@ def batch_config(path: str | Path | None = None, *, preset: str | None = None,
     """The configuration of a batch: the file (optional; the same format as `run`'s, whose
     `streams` and `outputs.kinesis` are optional here), then these overrides (the command
     line's), then the preset under them. Processing workers default to the cores shared out
-    among the batch workers. Raises ConfigError naming the key."""
+    among the batch workers, and pose sequences to one file per minute of video
+    (outputs.s3.pose_window_seconds 60; 0 in the file: one per part). Raises ConfigError naming
+    the key."""
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -78,7 +81,9 @@ def batch_config(path: str | Path | None = None, *, preset: str | None = None,
         section("batch")["max_frames"] = max_frames
     if workers is not None:
         section("batch")["workers"] = workers
-    section("outputs", "s3")  # its settings (prefix, JPEG quality, pose files) apply locally too
+    s3 = section("outputs", "s3")  # its settings (prefix, JPEG quality, pose files) apply locally
+    # one pose file per minute of video: a file per 2 s part costs ~3-4 KB however few rows it has
+    s3.setdefault("pose_window_seconds", BATCH_POSE_WINDOW_SECONDS)
     if s3_bucket is not None:
         section("outputs", "s3")["bucket"] = s3_bucket
     if s3_prefix is not None:

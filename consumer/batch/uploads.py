@@ -31,14 +31,27 @@ class Uploader:
                                        multipart_chunksize=settings.upload_part_size_mb * MB,
                                        max_concurrency=concurrency, use_threads=True)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload")
+        self._last: dict[str, Future] = {}  # per key, its latest upload
         self.uploaded = 0
         self.bytes = 0
 
     def submit(self, key: str, path: Path, content_type: str,
                metadata: Mapping[str, str]) -> Future:
-        return self._pool.submit(self._upload, key, Path(path), content_type, dict(metadata))
+        """Upload the file at `path` as `key`. A key written again (a pose window rewritten
+        with more rows) is uploaded after its earlier upload ends, so the last write wins."""
+        before = self._last.get(key)
+        upload = self._pool.submit(self._upload, key, Path(path), content_type, dict(metadata),
+                                   before)
+        self._last[key] = upload
+        return upload
 
-    def _upload(self, key: str, path: Path, content_type: str, metadata: dict) -> None:
+    def _upload(self, key: str, path: Path, content_type: str, metadata: dict,
+                before: Future | None) -> None:
+        if before is not None:
+            try:
+                before.result()
+            except (BotoCoreError, ClientError, OSError):
+                pass  # this upload carries the newer bytes anyway
         self.client.upload_file(str(path), self.bucket, key, Config=self.transfer,
                                 ExtraArgs={"ContentType": content_type, "Metadata": metadata})
         self.uploaded += 1
@@ -50,18 +63,19 @@ class Uploader:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
                                Metadata=dict(metadata))
 
-    @staticmethod
-    def wait(uploads: Iterable[Future]) -> list[str]:
+    def wait(self, uploads: Iterable[Future]) -> list[str]:
         errors = []
         for upload in uploads:
             try:
                 upload.result()
             except (BotoCoreError, ClientError, OSError) as err:
                 errors.append(str(err))
+        self._last = {key: f for key, f in self._last.items() if not f.done()}
         return errors
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._last.clear()
 
 
 def done_in_s3(client, bucket: str, key: str, sha256: str) -> bool:

@@ -114,12 +114,12 @@ class BatchWorker:
         except VideoError as err:
             return {**outcome, "error": str(err), "seconds": round(time.time() - began, 3)}
         outcome.update(codec=source.codec, duration_seconds=source.duration_seconds)
-        written: list[dict] = []
+        written: dict[str, int] = {}  # key -> bytes (a rewritten pose window: its last size)
         uploads = []
         prefix = self.config.outputs.s3.prefix if self.config.outputs.s3 is not None else ""
 
         def on_written(key, path, size, content_type, metadata):
-            written.append({"key": key, "bytes": size})
+            written[key] = size
             if self.uploader is not None:
                 uploads.append(self.uploader.submit(key, path, content_type,
                                                     {**metadata, "source-sha256": job.sha256}))
@@ -159,7 +159,8 @@ class BatchWorker:
             on_written(records.key, records.path, records.size, "application/x-ndjson", {})
         elif self.kinesis is not None:
             outcome["records_stream"] = self.config.outputs.kinesis.stream
-        outcome.update(outputs=written, output_bytes=sum(o["bytes"] for o in written))
+        outcome.update(outputs=[{"key": key, "bytes": size} for key, size in written.items()],
+                       output_bytes=sum(written.values()))
         if self.uploader is not None:
             errors = self.uploader.wait(uploads)
             if errors and outcome["status"] == "done":
