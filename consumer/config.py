@@ -431,17 +431,7 @@ def load_config(path: str | Path | None = None, data: Mapping[str, Any] | None =
 
     `live` (the consumer reading streams): `streams` and `outputs.kinesis` are required.
     Batch mode (`live=False`) reads files and may write records to a folder instead."""
-    if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as err:
-            raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    else:
-        raw = dict(data or {})
+    raw = read_config_file(path) if path is not None else dict(data or {})
     raw = _apply_environment(raw, os.environ if environ is None else environ)
     try:
         raw = with_preset(raw)
@@ -463,6 +453,19 @@ def load_config(path: str | Path | None = None, data: Mapping[str, Any] | None =
         if problems:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return config
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping of a configuration file (not yet validated); ConfigError naming it."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return raw
 
 
 def _apply_environment(raw: dict, environ: Mapping[str, str]) -> dict:

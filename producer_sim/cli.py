@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 
+from consumer.arguments import positive_int
 from consumer.media.fragmenter import KVS_MAX_FRAGMENT_MS
 from consumer.media.sources import FileSource, SourceError, open_source
 
@@ -99,16 +100,6 @@ def fragment_duration(text: str) -> float:
             f"bad fragment duration {text!r}: Kinesis Video Streams rejects fragments over 10 s")
     if value < 0.1:
         raise argparse.ArgumentTypeError(f"bad fragment duration {text!r}: at least 0.1 s")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
 
 

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from consumer.arguments import positive_float, positive_int
+
 BATCH_EPILOG = """\
 Videos are found recursively under each --video-dir by file name ending (batch.extensions:
 .mp4 .mkv .mov .avi .m4v .webm .ts ...); files named as arguments are taken whatever their
@@ -75,11 +77,11 @@ def add_batch(subparsers) -> None:
     parser.add_argument("--config", metavar="FILE",
                         help="YAML configuration (the same format as `run`'s; streams and "
                              "outputs.kinesis optional)")
-    parser.add_argument("--fps", type=_positive_float, metavar="F",
+    parser.add_argument("--fps", type=positive_float, metavar="F",
                         help="analysed frames a second of video (streams.defaults.sampling)")
-    parser.add_argument("--max-frames", type=_positive_int, metavar="N",
+    parser.add_argument("--max-frames", type=positive_int, metavar="N",
                         help="read only the first N frames of each video (batch.max_frames)")
-    parser.add_argument("--workers", type=_positive_int, metavar="N",
+    parser.add_argument("--workers", type=positive_int, metavar="N",
                         help="worker processes, each with its own models, one video at a time "
                              "(batch.workers; default 1, or the preset's)")
     parser.add_argument("--skip-upload", action="store_true",
@@ -94,26 +96,6 @@ def add_batch(subparsers) -> None:
                         help="show MediaPipe's and LiteRT's native log lines (default: into "
                              "native.log in --output-dir)")
     parser.set_defaults(handler=run_batch)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
 
 
 def run_batch(args: argparse.Namespace) -> int:

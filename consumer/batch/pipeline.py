@@ -30,14 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from consumer.batch.manifest import Manifest
 from consumer.batch.plan import Planned, plan_videos
 from consumer.batch.progress import LineReporter
 from consumer.batch.videos import find_videos
 from consumer.batch.worker import VideoJob
-from consumer.config import Config, ConfigError, load_config
+from consumer.config import Config, ConfigError, load_config, read_config_file
 from consumer.formats import s3_layout
 
 POLL_SECONDS = 0.5
@@ -54,16 +52,7 @@ def batch_config(path: str | Path | None = None, *, preset: str | None = None,
     among the batch workers, and pose sequences to one file per minute of video
     (outputs.s3.pose_window_seconds 60; 0 in the file: one per part). Raises ConfigError naming
     the key."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as err:
-            raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    raw: dict[str, Any] = read_config_file(path) if path is not None else {}
 
     def section(*names: str) -> dict:
         node = raw
