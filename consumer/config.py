@@ -136,6 +136,11 @@ class Decode(Model):
     process (consumer.pipeline.decode)."""
 
     device: str = Field("cpu", description="cpu, cuda or cuda:N (NVDEC on GPU N)")
+    # FFmpeg's threads per stream's decoder: auto (frame and slice threads: a stream decodes
+    # faster than one core allows) or none (least CPU a frame, ~10 % less: best when other
+    # streams or processes keep every core busy anyway; batch mode's default with a worker
+    # process per core)
+    threads: Literal["auto", "frame", "slice", "none"] = "auto"
 
     @field_validator("device")
     @classmethod

@@ -49,7 +49,8 @@ def batch_config(path: str | Path | None = None, *, preset: str | None = None,
     """The configuration of a batch: the file (optional; the same format as `run`'s, whose
     `streams` and `outputs.kinesis` are optional here), then these overrides (the command
     line's), then the preset under them. Processing workers default to the cores shared out
-    among the batch workers, and pose sequences to one file per minute of video
+    among the batch workers, decoding to one thread a video when there are as many workers as
+    cores (processing.decode.threads none), and pose sequences to one file per minute of video
     (outputs.s3.pose_window_seconds 60; 0 in the file: one per part). Raises ConfigError naming
     the key."""
     raw: dict[str, Any] = read_config_file(path) if path is not None else {}
@@ -78,11 +79,16 @@ def batch_config(path: str | Path | None = None, *, preset: str | None = None,
     if s3_prefix is not None:
         section("outputs", "s3")["prefix"] = s3_prefix
     config = load_config(data=raw, environ=environ, live=False)
-    if config.processing.workers == 0:
-        share = max(1, (os.cpu_count() or 1) // config.batch.workers)
-        config = config.model_copy(update={
-            "processing": config.processing.model_copy(update={"workers": share})})
-    return config
+    cores = os.cpu_count() or 1
+    processing = config.processing
+    if processing.workers == 0:
+        processing = processing.model_copy(
+            update={"workers": max(1, cores // config.batch.workers)})
+    decode_set = "threads" in processing.decode.model_fields_set  # by the file or environment
+    if not decode_set and config.batch.workers >= cores:  # every core has a worker already
+        processing = processing.model_copy(
+            update={"decode": processing.decode.model_copy(update={"threads": "none"})})
+    return config.model_copy(update={"processing": processing})
 
 
 @dataclass

@@ -33,7 +33,7 @@ from consumer.config import Config
 from consumer.formats import s3_layout
 from consumer.pipeline.analysis import Analyzer
 from consumer.pipeline.outputs import ProcessorInfo
-from consumer.pipeline.stage_times import StageTimes
+from consumer.pipeline.stage_times import DECODE, JPEG_ENCODE, RECORD_BUILD, StageTimes
 from consumer.sinks.locations import FolderLocations, S3Locations
 from consumer.streams.session import SharedStages, Start, StreamSession
 from processors.frames import FileOrigin
@@ -106,6 +106,7 @@ class BatchWorker:
 
     def analyse(self, job: VideoJob, progress: Progress | None = None) -> dict:
         began, cpu_began = time.time(), time.process_time()
+        stages_before = self._stage_totals()
         outcome: dict = {"status": "failed", "error": None, "started_at": began}
         source = FileFragments(Path(job.path), self.config.batch.fragment_seconds,
                                self.config.batch.max_frames)
@@ -166,8 +167,11 @@ class BatchWorker:
             if errors and outcome["status"] == "done":
                 outcome.update(status="failed", error=f"upload failed: {errors[0]}")
             outcome["uploaded"] = not errors
+        after = self._stage_totals()
         outcome.update(seconds=round(time.time() - began, 3),
                        cpu_seconds=round(time.process_time() - cpu_began, 3),
+                       stage_seconds={name: round(total - stages_before.get(name, 0.0), 3)
+                                      for name, total in after.items()},
                        finished_at=time.time())
         if self.uploader is not None and outcome["status"] == "done":
             self._upload_summary(job, outcome, prefix)
@@ -181,6 +185,19 @@ class BatchWorker:
                                     "application/json", {"source-sha256": job.sha256})
         except (BotoCoreError, ClientError) as err:
             outcome.update(status="failed", error=f"upload failed: {err}", uploaded=False)
+
+    def _stage_totals(self) -> dict[str, float]:
+        """Seconds spent so far in decoding, inference (the processor's calls), turning results
+        into outputs (JPEG encoding included) and JPEG encoding: the manifest's per-video
+        `stage_seconds` are their differences."""
+        snapshot = self.times.snapshot()
+
+        def total(stage: str) -> float:
+            figures = snapshot.get(stage)
+            return figures["mean"] * figures["count"] if figures else 0.0
+        return {"decode": total(DECODE),
+                "inference": sum(analyzer.busy_seconds for analyzer in self.analyzers),
+                "outputs": total(RECORD_BUILD), "jpeg": total(JPEG_ENCODE)}
 
     def _session_for(self, job: VideoJob, source: FileFragments, objects: FolderObjectWriter,
                      records: JsonLinesRecordWriter | None, progress: Progress | None

@@ -141,6 +141,7 @@ class StreamSession:
                                             start=config.streams.start.value,
                                             after_fragment=start.checkpoint)
         self._decoder = StreamDecoder(name, arn, self.settings.sampling,
+                                      threads=config.processing.decode.threads.upper(),
                                       device=config.processing.decode.device, origin=origin)
         self._phase = "starting"
         self._awaiting = 0  # frames announced to the handler and not yet settled
