@@ -68,6 +68,11 @@ class Manifest:
             self._write()
             return dict(entry)
 
+    def save(self) -> None:
+        """Write it as it is (a manifest read from the bucket, kept in the folder too)."""
+        with self._lock:
+            self._write()
+
     def to_bytes(self) -> bytes:
         with self._lock:
             return self._encode()

@@ -104,7 +104,7 @@ class VideoResult:
 @dataclass
 class BatchResult:
     videos: list[VideoResult]
-    manifest: Path | None
+    manifest: str  # its path, or s3://bucket/key when there was no output folder
     interrupted: bool = False
 
     def _count(self, *statuses: str) -> int:
@@ -226,7 +226,13 @@ class BatchPipeline:
             interrupted = self._analyse(todo, manifest, root, workers, results)
         self._publish_manifest(manifest)
         self.reporter.close()
-        return BatchResult(list(results.values()), manifest.path, interrupted)
+        if self.output_dir is None:  # the folder was for staging: the bucket's is the manifest
+            where = f"s3://{self.config.outputs.s3.bucket}/{self._key('manifest')}"
+        else:
+            if not manifest.path.exists():  # everything skipped: keep the bucket's copy here
+                manifest.save()
+            where = str(manifest.path)
+        return BatchResult(list(results.values()), where, interrupted)
 
     def _analyse(self, todo: list[Planned], manifest: Manifest, root: Path, workers: int,
                  results: dict[str, VideoResult]) -> bool:

@@ -218,7 +218,10 @@ class BatchWorker:
             config, None, self.kinesis_client, self.kinesis or records,
             objects, locations, self.info,
             checkpoint, lambda _arn: True, stage_times=self.times)
-        start = Start(checkpoint=None, read_back=job.resume_since is not None,
+        # records already on the data stream from an interrupted attempt are not sent again (a
+        # JSON Lines file is rewritten whole instead)
+        start = Start(checkpoint=None,
+                      read_back=self.kinesis is not None and job.resume_since is not None,
                       read_back_since=job.resume_since)
         return StreamSession(next(_keys), job.video_id, arn, start, stages, self.work,
                              source=source, origin=FileOrigin(job.relative, job.sha256,
