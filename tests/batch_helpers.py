@@ -5,6 +5,8 @@ configuration file, and readers for what a batch leaves behind (manifest, record
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -15,6 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from consumer import cli
 from tests.conftest import CAPTURES, MODELS, REPO, _require
 from tests.pose_helpers import CLOSE_UP, POSE_MODEL
 
@@ -143,3 +146,26 @@ def records(path: Path) -> list[dict]:
 def output_mtimes(root: Path, entry: dict) -> dict[str, int]:
     """Each listed output's modification time (ns), by key."""
     return {o["key"]: (root / o["key"]).stat().st_mtime_ns for o in entry["outputs"]}
+
+
+def good_and_bad_videos(folder: Path) -> Path:
+    """Three good videos (two H.264 MP4s, one in a subfolder; an MPEG-4 AVI) and three files
+    that cannot be analysed (empty, text, audio only)."""
+    make_video(folder / "a.mp4", seconds=3, offset=0)
+    make_video(folder / "sub" / "b.mp4", seconds=3, offset=40)
+    make_video(folder / "old.avi", seconds=3, offset=80, codec="mpeg4")
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "notes.mp4").write_text("meeting notes, not a video\n")
+    make_audio_only(folder / "sub" / "sound.mp4")
+    return folder
+
+
+def in_process(*argv: str) -> tuple[int, str, str]:
+    """`cli.main(["batch", ...])` in this process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = cli.main(["batch", *argv])
+        except SystemExit as exit_:  # argparse's errors
+            rc = exit_.code
+    return rc, out.getvalue(), err.getvalue()

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import shutil
 import signal
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import jsonschema
 import pytest
 from PIL import Image
 
-from consumer import cli
 from consumer.formats import event_records
 from consumer.formats.records import load_schema
 from kvs_analytics import BatchPipeline, batch_config, read_pose_sequence
@@ -31,7 +28,8 @@ from tests.batch_helpers import (
     batch_command,
     clean_env,
     entries_by_path,
-    make_audio_only,
+    good_and_bad_videos,
+    in_process,
     make_video,
     manifest,
     output_mtimes,
@@ -56,16 +54,7 @@ def config_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> Path:
-    """Three good videos (two H.264 MP4s, one in a subfolder; an MPEG-4 AVI) and three files
-    that cannot be analysed (empty, text, audio only)."""
-    folder = tmp_path_factory.mktemp("videos")
-    make_video(folder / "a.mp4", seconds=3, offset=0)
-    make_video(folder / "sub" / "b.mp4", seconds=3, offset=40)
-    make_video(folder / "old.avi", seconds=3, offset=80, codec="mpeg4")
-    (folder / "empty.mp4").write_bytes(b"")
-    (folder / "notes.mp4").write_text("meeting notes, not a video\n")
-    make_audio_only(folder / "sub" / "sound.mp4")
-    return folder
+    return good_and_bad_videos(tmp_path_factory.mktemp("videos"))
 
 
 class Run:
@@ -124,17 +113,6 @@ def _poses_match_records(root: Path, entry: dict) -> None:
                      for i in range(len(record["Persons"]))] or [
             (where["FragmentNumber"], where["FrameIndex"], -1)]
     assert sorted(rows) == sorted(expected)
-
-
-def _in_process(*argv: str) -> tuple[int, str, str]:
-    """`cli.main(["batch", ...])` in this process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = cli.main(["batch", *argv])
-        except SystemExit as exit_:  # argparse's errors
-            rc = exit_.code
-    return rc, out.getvalue(), err.getvalue()
 
 
 # --- 1. a folder of good and bad files to a local folder -------------------------------------
@@ -259,7 +237,7 @@ def _listing(root: Path) -> dict[str, tuple[int, int]]:
 def test_dry_run_writes_nothing_and_says_what_it_would_do(first_run, videos, config_file,
                                                           tmp_path):
     fresh = tmp_path / "never"
-    rc, text, err = _in_process("--video-dir", str(videos), "--output-dir", str(fresh),
+    rc, text, err = in_process("--video-dir", str(videos), "--output-dir", str(fresh),
                                 "--preset", "development", "--config", str(config_file),
                                 "--dry-run")
     assert rc == 0, (text, err)
@@ -277,7 +255,7 @@ def test_dry_run_writes_nothing_and_says_what_it_would_do(first_run, videos, con
     done = tmp_path / "done"
     shutil.copytree(first_run.out, done)
     before = _listing(done)
-    rc, text, err = _in_process("--video-dir", str(videos), "--output-dir", str(done),
+    rc, text, err = in_process("--video-dir", str(videos), "--output-dir", str(done),
                                 "--preset", "development", "--config", str(config_file),
                                 "--dry-run")
     assert rc == 0, (text, err)
@@ -351,108 +329,6 @@ def test_an_interrupted_run_resumes_where_it_stopped(config_file, tmp_path):
 
 # --- 5. to S3 (moto's server) ----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def stack():
-    from infra.local.stack import LocalStack
-    with LocalStack() as local:
-        yield local
-
-
-def _printed_manifest_exists(text: str, s3, bucket: str) -> bool:
-    """The manifest the summary line names (`...; manifest: WHERE`) is there to be read."""
-    [where] = [line.rsplit("manifest: ", 1)[1] for line in text.splitlines()
-               if line.startswith("batch: ") and "manifest: " in line]
-    if where.startswith("s3://"):
-        named_bucket, _, key = where[len("s3://"):].partition("/")
-        s3.head_object(Bucket=named_bucket, Key=key)
-        return named_bucket == bucket
-    return Path(where).is_file()
-
-
-def _s3_config(path: Path, stack) -> Path:
-    return write_config(path, aws={"region": stack.region,
-                                   "endpoints": {"s3": stack.endpoints["s3"]}})
-
-
-def test_uploads_to_s3_with_metadata_and_skips_what_the_bucket_has(stack, videos, tmp_path):
-    s3 = stack.client("s3")
-    bucket = f"batch-{uuid.uuid4().hex[:8]}"
-    s3.create_bucket(Bucket=bucket)
-    config = _s3_config(tmp_path / "s3.yaml", stack)
-    files = [str(videos / "a.mp4"), str(videos / "sub" / "b.mp4")]
-    out = tmp_path / "out"
-    rc, text, err = _in_process(*files, "--output-dir", str(out), "--s3-bucket", bucket,
-                                "--s3-prefix", "pose-data", "--preset", "development",
-                                "--config", str(config))
-    assert rc == 0, (text, err)
-    entries = entries_by_path(manifest(out))
-    assert sorted(entries) == ["a.mp4", "b.mp4"]
-    for entry in entries.values():
-        assert entry["status"] == "done" and entry["uploaded"] is True, entry
-        for output in entry["outputs"]:
-            key = output["key"]
-            assert key.startswith("pose-data/"), key
-            head = s3.head_object(Bucket=bucket, Key=key)
-            assert head["ContentLength"] == output["bytes"] == (out / key).stat().st_size
-            assert head["Metadata"]["source-sha256"] == entry["sha256"]
-        summary = s3.head_object(Bucket=bucket, Key=f"pose-data/videos/{entry['video_id']}.json")
-        assert summary["Metadata"]["source-sha256"] == entry["sha256"]
-        # records name where the JPEGs are in the bucket
-        lines = records(out / f"pose-data/records/stream={entry['video_id']}/records.jsonl")
-        frames = [r for r in lines if r["RecordType"] == "Frame"]
-        assert len(frames) == entry["frames_analysed"] > 0
-        for record in lines:
-            jsonschema.validate(record, FRAME_SCHEMA if record["RecordType"] == "Frame"
-                                else EVENT_SCHEMA)
-        for record in frames:
-            [location] = record["Frames"]  # development: a JPEG of every analysed frame
-            assert set(location) <= {"Bucket", "Key", "Annotated"}, location
-            assert location["Bucket"] == bucket and location["Key"].startswith("pose-data/")
-            s3.head_object(Bucket=bucket, Key=location["Key"])
-    in_bucket = json.loads(s3.get_object(Bucket=bucket, Key="pose-data/manifest.json")
-                           ["Body"].read())
-    assert {e["path"]: e["status"] for e in in_bucket["videos"].values()} == {
-        "a.mp4": "done", "b.mp4": "done"}
-
-    # another machine (a fresh folder), the same bucket: done before
-    fresh = tmp_path / "fresh"
-    rc, text, err = _in_process(*files, "--output-dir", str(fresh), "--s3-bucket", bucket,
-                                "--s3-prefix", "pose-data", "--preset", "development",
-                                "--config", str(config))
-    assert rc == 0, (text, err)
-    assert "batch: 0 done, 2 skipped, 0 failed" in text, text
-    assert "skipped  a.mp4: done before" in text and "skipped  b.mp4: done before" in text
-    assert not list(fresh.rglob("*.jpg")) and not list(fresh.rglob("*.parquet"))
-    assert _printed_manifest_exists(text, s3, bucket), text
-
-
-def test_a_bucket_alone_is_enough_and_skip_upload_needs_a_folder(stack, videos, tmp_path):
-    s3 = stack.client("s3")
-    bucket = f"batch-{uuid.uuid4().hex[:8]}"
-    s3.create_bucket(Bucket=bucket)
-    config = _s3_config(tmp_path / "s3.yaml", stack)
-    rc, text, err = _in_process(str(videos / "a.mp4"), "--s3-bucket", bucket,
-                                "--s3-prefix", "only", "--preset", "development",
-                                "--config", str(config))
-    assert rc == 0, (text, err)
-    data = json.loads(s3.get_object(Bucket=bucket, Key="only/manifest.json")["Body"].read())
-    [entry] = data["videos"].values()
-    assert entry["status"] == "done" and entry["path"] == "a.mp4", entry
-    listed = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
-    for output in entry["outputs"]:
-        assert listed[output["key"]] == output["bytes"], output
-    assert f"only/videos/{entry['video_id']}.json" in listed
-    assert any(k.endswith(".parquet") for k in listed) and any(k.endswith(".jpg") for k in listed)
-    assert _printed_manifest_exists(text, s3, bucket), text  # not the deleted staging folder
-
-    rc, text, err = _in_process(str(videos / "a.mp4"), "--s3-bucket", bucket, "--skip-upload",
-                                "--config", str(config))
-    assert rc == 2, (text, err)
-    assert "--output-dir" in err and "--skip-upload" in err, err
-
-
-# --- 6. two worker processes -----------------------------------------------------------------
-
 @pytest.mark.slow
 def test_two_worker_processes_give_the_same_outputs_as_one(first_run, videos, config_file,
                                                            tmp_path):
@@ -503,13 +379,13 @@ def test_the_python_api_example_runs_and_counts(videos, config_file, tmp_path):
 
 def test_bad_arguments_exit_2_with_a_message(tmp_path):
     out = tmp_path / "out"
-    rc, text, err = _in_process("--output-dir", str(out))
+    rc, text, err = in_process("--output-dir", str(out))
     assert rc == 2 and "give --video-dir DIR or video files" in err, (text, err)
 
-    rc, text, err = _in_process(str(tmp_path), "--output-dir", str(out), "--preset", "turbo")
+    rc, text, err = in_process(str(tmp_path), "--output-dir", str(out), "--preset", "turbo")
     assert rc == 2 and "'turbo'" in err and "development" in err, (text, err)
 
-    rc, text, err = _in_process(str(tmp_path), "--output-dir", str(out), "--max-frames", "0")
+    rc, text, err = in_process(str(tmp_path), "--output-dir", str(out), "--max-frames", "0")
     assert rc == 2 and "--max-frames" in err and "'0'" in err, (text, err)
     assert not out.exists()
 
@@ -517,7 +393,7 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path):
 def test_a_missing_input_folder_fails_alone_and_the_others_go_on(videos, config_file, tmp_path):
     out = tmp_path / "out"
     missing = tmp_path / "no-such-folder"
-    rc, text, err = _in_process("--video-dir", str(missing), str(videos / "a.mp4"),
+    rc, text, err = in_process("--video-dir", str(missing), str(videos / "a.mp4"),
                                 "--output-dir", str(out), "--preset", "development",
                                 "--config", str(config_file))
     assert rc == 1, (text, err)
@@ -533,7 +409,7 @@ def test_a_missing_input_folder_fails_alone_and_the_others_go_on(videos, config_
 def test_max_frames_reads_only_the_first_frames(config_file, tmp_path):
     video = make_video(tmp_path / "long.mp4", seconds=5)  # 50 frames
     out = tmp_path / "out"
-    rc, text, err = _in_process(str(video), "--output-dir", str(out), "--max-frames", "30",
+    rc, text, err = in_process(str(video), "--output-dir", str(out), "--max-frames", "30",
                                 "--fps", "10", "--config", str(config_file))
     assert rc == 0, (text, err)
     [entry] = manifest(out)["videos"].values()
