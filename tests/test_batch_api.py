@@ -98,3 +98,31 @@ def test_a_large_object_goes_up_in_parts(stack, tmp_path):
     assert head["ContentLength"] == 12 * 1024 * 1024
     assert head["ETag"].strip('"').endswith("-3")  # a multipart upload of 3 parts
     assert head["Metadata"] == {"source-sha256": "ab" * 32}
+
+
+def test_progress_bars_show_seconds_of_video_frames_a_second_and_each_worker():
+    import io
+
+    from consumer.batch.plan import Planned
+    from consumer.batch.progress import BarReporter
+    out = io.StringIO()
+    reporter = BarReporter(out)
+    first = Planned("/v/a.mp4", "a.mp4", "analyse", sha256="a" * 64, duration_seconds=10.0)
+    second = Planned("/v/b.mp4", "b.mp4", "analyse", sha256="b" * 64, duration_seconds=20.0)
+    skipped = Planned("/v/c.mp4", "c.mp4", "skip", "done before (manifest)", sha256="c" * 64)
+    reporter.start([first, second, skipped], workers=2)
+    reporter.started(0, first)
+    reporter.started(1, second)
+    reporter.progress(0, first, 5.0, 10)
+    reporter.progress(1, second, 4.0, 8)
+    assert reporter.total.n == 9.0  # seconds of video read, both workers together
+    reporter.finished(0, first, {"status": "done", "seconds": 2.0, "video_seconds": 10.0,
+                                 "frames_analysed": 20})
+    reporter.finished(1, second, {"status": "failed", "error": "the file disappeared"})
+    reporter.close()
+    text = out.getvalue()
+    assert "all videos" in text and "s of video" in text and "frames/s analysed" in text
+    assert "worker 1: a.mp4" in text and "worker 2: b.mp4" in text
+    assert "1 done" in text and "1 failed" in text and "1 skipped" in text
+    assert "done     a.mp4: 20 frames analysed" in text and "5.0x real time" in text
+    assert "failed   b.mp4: the file disappeared" in text

@@ -17,8 +17,8 @@ through the live consumer's pipeline: decode and sample, pose or YOLO, tracking,
 highlights and clips, and the same outputs, keyed by the video's id (<name>-<hash[:12]>):
 
   OUT/frames/stream=<id>/date=<day>/<part>/<index>.jpg     JPEGs (per streams.defaults.frames)
-  OUT/poses/stream=<id>/date=<day>/<start>-60s.parquet     pose sequences, a file a minute
-                                                           (outputs.s3.pose_window_seconds)
+  OUT/poses/stream=<id>/date=<day>/<start>-3600s.parquet   pose sequences, one file a video
+                                                           (an hour; pose_window_seconds)
   OUT/events/stream=<id>/date=<day>/<event id>/...         highlight.jpg, clip.mp4
   OUT/records/stream=<id>/records.jsonl                    one JSON record per analysed frame
                                                            and event (to the data stream

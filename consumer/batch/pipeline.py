@@ -39,7 +39,7 @@ from consumer.config import Config, ConfigError, load_config, read_config_file
 from consumer.formats import s3_layout
 
 POLL_SECONDS = 0.5
-BATCH_POSE_WINDOW_SECONDS = 60.0
+BATCH_POSE_WINDOW_SECONDS = 3600.0  # the most it may be: a file a video (an hour)
 
 
 def batch_config(path: str | Path | None = None, *, preset: str | None = None,
@@ -50,8 +50,8 @@ def batch_config(path: str | Path | None = None, *, preset: str | None = None,
     `streams` and `outputs.kinesis` are optional here), then these overrides (the command
     line's), then the preset under them. Processing workers default to the cores shared out
     among the batch workers, decoding to one thread a video when there are as many workers as
-    cores (processing.decode.threads none), and pose sequences to one file per minute of video
-    (outputs.s3.pose_window_seconds 60; 0 in the file: one per part). Raises ConfigError naming
+    cores (processing.decode.threads none), and pose sequences to one file a video (an hour of
+    it at most: outputs.s3.pose_window_seconds 3600; 0 in the file: one per part). Raises ConfigError naming
     the key."""
     raw: dict[str, Any] = read_config_file(path) if path is not None else {}
 
@@ -72,7 +72,7 @@ def batch_config(path: str | Path | None = None, *, preset: str | None = None,
     if workers is not None:
         section("batch")["workers"] = workers
     s3 = section("outputs", "s3")  # its settings (prefix, JPEG quality, pose files) apply locally
-    # one pose file per minute of video: a file per 2 s part costs ~3-4 KB however few rows it has
+    # one pose file per video (an hour of it at most): a file costs ~3-4 KB however few rows
     s3.setdefault("pose_window_seconds", BATCH_POSE_WINDOW_SECONDS)
     if s3_bucket is not None:
         section("outputs", "s3")["bucket"] = s3_bucket
@@ -277,7 +277,7 @@ class BatchPipeline:
                                     attempts=attempts, worker=index + 1)
                     self.reporter.started(index, item)
                 elif kind == "progress":
-                    self.reporter.progress(index, by_key[rest[0]], rest[1])
+                    self.reporter.progress(index, by_key[rest[0]], rest[1], rest[2])
                 elif kind == "finished":
                     in_hand.pop(index, None)
                     self._finish(manifest, by_key[rest[0]], results, index, json.loads(rest[1]))
@@ -414,7 +414,8 @@ def serve(config_data: dict, root: str, upload: bool, jobs, events, stop, index:
             job = VideoJob.from_json(text)
             events.put(("started", index, job.sha256))
             outcome = worker.analyse(
-                job, lambda sha, seconds: events.put(("progress", index, sha, seconds)))
+                job, lambda sha, seconds, frames: events.put(
+                    ("progress", index, sha, seconds, frames)))
             events.put(("finished", index, job.sha256, json.dumps(outcome)))
     finally:
         worker.close()

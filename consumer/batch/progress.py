@@ -2,7 +2,8 @@
 
 On a terminal (`BarReporter`, tqdm): an overall bar in seconds of video (so its rate is video
 seconds per second and its ETA counts what is left of every video, not the number of files) with
-the videos done, skipped and failed, and one bar per worker with the video in hand. Elsewhere
+frames analysed per second and the videos done, skipped and failed, and one bar per worker with
+the video in hand. Elsewhere
 (`LineReporter`: CI, a log file, a pipe): one line per video when it ends, and nothing else.
 Both print skipped and failed videos with their reason.
 """
@@ -10,6 +11,7 @@ Both print skipped and failed videos with their reason.
 from __future__ import annotations
 
 import sys
+import time
 from typing import TextIO
 
 from consumer.batch.plan import Planned
@@ -45,7 +47,7 @@ class LineReporter:
     def started(self, worker: int, item: Planned) -> None:
         pass
 
-    def progress(self, worker: int, item: Planned, seconds: float) -> None:
+    def progress(self, worker: int, item: Planned, seconds: float, frames: int = 0) -> None:
         pass
 
     def finished(self, worker: int, item: Planned, outcome: dict) -> None:
@@ -67,7 +69,9 @@ class BarReporter(LineReporter):
         super().__init__(out or sys.stderr)
         self.total = None
         self.bars: dict[int, object] = {}
-        self.done: dict[str, float] = {}
+        self.done: dict[str, float] = {}  # per video, seconds read
+        self.frames: dict[str, int] = {}  # per video, frames analysed
+        self.began = time.monotonic()
         self.counts = {"done": 0, "failed": 0, "skipped": 0, "interrupted": 0}
 
     def _line(self, text: str) -> None:
@@ -93,7 +97,9 @@ class BarReporter(LineReporter):
                                     leave=False, bar_format="{desc} {percentage:3.0f}%|{bar}|")
 
     def _counts(self) -> str:
-        return ", ".join(f"{n} {name}" for name, n in self.counts.items() if n)
+        rate = sum(self.frames.values()) / max(1e-6, time.monotonic() - self.began)
+        counts = ", ".join(f"{n} {name}" for name, n in self.counts.items() if n)
+        return f"{rate:.1f} frames/s analysed" + (f", {counts}" if counts else "")
 
     def started(self, worker: int, item: Planned) -> None:
         bar = self.bars.get(worker)
@@ -101,11 +107,14 @@ class BarReporter(LineReporter):
             bar.reset(total=max(1.0, round(item.duration_seconds or 1.0, 1)))
             bar.set_description_str(f"worker {worker + 1}: {item.relative[-40:]}")
 
-    def progress(self, worker: int, item: Planned, seconds: float) -> None:
+    def progress(self, worker: int, item: Planned, seconds: float, frames: int = 0) -> None:
         before = self.done.get(item.key, 0.0)
         if seconds > before and self.total is not None:
             self.total.update(round(seconds - before, 3))
             self.done[item.key] = seconds
+        self.frames[item.key] = max(self.frames.get(item.key, 0), frames)
+        if self.total is not None:
+            self.total.set_postfix_str(self._counts())
         bar = self.bars.get(worker)
         if bar is not None:
             bar.n = min(bar.total, seconds)
@@ -120,6 +129,7 @@ class BarReporter(LineReporter):
             self.total.set_postfix_str(self._counts())
         bar = self.bars.get(worker)
         if bar is not None:
+            bar.reset(total=1)
             bar.set_description_str(f"worker {worker + 1}: waiting")
         super().finished(worker, item, outcome)
 

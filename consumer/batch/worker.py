@@ -7,7 +7,8 @@ video the worker makes the session's shared stages: records to the data stream w
 `outputs.kinesis` is configured (and, when an earlier attempt at this video was interrupted,
 the records it already delivered are read back and not sent again, as a restarted live session
 does), else to JSON Lines in the output folder; objects into the output folder, each handed to
-the uploader as soon as it is written. A fragment's "checkpoint" is the progress report. The
+the uploader as soon as it is written. Progress (seconds of the video read, frames analysed) is
+reported about twice a second while the video is analysed. The
 video is finished when the session has drained (every fragment's outputs durable) and its
 uploads have completed; the summary object is uploaded last.
 """
@@ -40,6 +41,7 @@ from processors.frames import FileOrigin
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.05
+PROGRESS_SECONDS = 0.5
 CLOSE_SECONDS = 10.0
 
 
@@ -59,7 +61,7 @@ class VideoJob:
         return cls(**json.loads(text))
 
 
-Progress = Callable[[str, float], None]  # (sha256, seconds of the video done)
+Progress = Callable[[str, float, int], None]  # (sha256, seconds of video read, frames analysed)
 
 
 class BatchWorker:
@@ -128,14 +130,18 @@ class BatchWorker:
         records = None if self.kinesis is not None else JsonLinesRecordWriter(
             self.root, s3_layout.batch_key(prefix, "records", job.video_id))
         session = self._session_for(job, source, FolderObjectWriter(self.root, on_written),
-                                    records, progress)
+                                    records)
         self._session = session
         session.start()
+        told = 0.0
         try:
             while not (session.reading_ended and session.drained) and not session.failure:
                 if session.ended:
                     break
                 time.sleep(POLL_SECONDS)
+                if progress is not None and time.monotonic() - told >= PROGRESS_SECONDS:
+                    told = time.monotonic()
+                    progress(job.sha256, source.seconds_read, session.stats.frames_analysed)
             if self._stop.is_set():
                 outcome["status"] = "interrupted"
         finally:
@@ -200,8 +206,7 @@ class BatchWorker:
                 "outputs": total(RECORD_BUILD), "jpeg": total(JPEG_ENCODE)}
 
     def _session_for(self, job: VideoJob, source: FileFragments, objects: FolderObjectWriter,
-                     records: JsonLinesRecordWriter | None, progress: Progress | None
-                     ) -> StreamSession:
+                     records: JsonLinesRecordWriter | None) -> StreamSession:
         config = self.config
         arn = f"file:sha256:{job.sha256}"
         if self.s3_client is not None:
@@ -210,14 +215,10 @@ class BatchWorker:
         else:
             locations = FolderLocations(self.root)
 
-        def checkpoint(_arn: str, _fragment: int, producer_time: float | None) -> None:
-            if progress is not None and producer_time is not None:
-                progress(job.sha256, max(0.0, producer_time - source.start))
-
         stages = SharedStages(
             config, None, self.kinesis_client, self.kinesis or records,
             objects, locations, self.info,
-            checkpoint, lambda _arn: True, stage_times=self.times)
+            _no_checkpoint, lambda _arn: True, stage_times=self.times)
         # records already on the data stream from an interrupted attempt are not sent again (a
         # JSON Lines file is rewritten whole instead)
         start = Start(checkpoint=None,
@@ -245,6 +246,10 @@ class _UploadedLocations(S3Locations):
     def __init__(self, root: Path, client, bucket: str, url_expiry_seconds: int):
         super().__init__(client, bucket, url_expiry_seconds)
         self.fetch = FolderLocations(root).fetch
+
+
+def _no_checkpoint(_arn: str, _fragment: int, _producer_time: float | None) -> None:
+    """A file has no checkpoint: a video is redone whole unless it is done (the manifest)."""
 
 
 _keys = iter(range(1, 1 << 62))
