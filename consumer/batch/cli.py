@@ -128,9 +128,13 @@ def run_batch(args: argparse.Namespace) -> int:
     except (ConfigError, ManifestError) as err:
         print(f"batch: {err}", file=sys.stderr)
         return 2
+    undone = ""
+    if result.not_started or result.interrupted:
+        undone = (f", {result.not_started} not done"
+                  + (", interrupted" if result.interrupted else "")
+                  + " (run the same command again to resume)")
     print(f"batch: {result.processed} done, {result.skipped} skipped, {result.failed} failed"
-          + (", interrupted (run the same command again to resume)" if result.interrupted
-             else "") + (f"; manifest: {result.manifest}" if result.manifest else ""))
+          f"{undone}; manifest: {result.manifest}")
     return 0 if result.ok else 1
 
 

@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from consumer.batch.manifest import Manifest
+from botocore.exceptions import BotoCoreError, ClientError
+
+from consumer.batch.manifest import Manifest, ManifestError
 from consumer.batch.plan import Planned, plan_videos
 from consumer.batch.progress import LineReporter
 from consumer.batch.videos import find_videos
@@ -123,9 +125,14 @@ class BatchResult:
         return self._count("failed")
 
     @property
+    def not_started(self) -> int:
+        """Left undone: the batch was interrupted, or every worker process died."""
+        return self._count("not started", "interrupted")
+
+    @property
     def ok(self) -> bool:
-        """Nothing failed and nothing was left undone."""
-        return not self.failed and not self.interrupted
+        """Every video done or skipped: nothing failed, interrupted or left unstarted."""
+        return not self.interrupted and all(v.status in ("done", "skipped") for v in self.videos)
 
 
 class BatchPipeline:
@@ -174,12 +181,13 @@ class BatchPipeline:
         """The folder's manifest, else (uploading) the bucket's, else a new one."""
         fallback = None
         if self.upload and not (root / "manifest.json").exists():
-            client = self._client()
+            client, bucket, key = self._client(), self.config.outputs.s3.bucket, self._key("manifest")
             try:
-                fallback = client.get_object(Bucket=self.config.outputs.s3.bucket,
-                                             Key=self._key("manifest"))["Body"].read()
+                fallback = client.get_object(Bucket=bucket, Key=key)["Body"].read()
             except client.exceptions.NoSuchKey:
                 fallback = None
+            except (BotoCoreError, ClientError) as err:  # 403 without s3:ListBucket, no bucket
+                raise ManifestError(f"cannot read s3://{bucket}/{key}: {err}") from None
         return Manifest.load(root / "manifest.json", fallback)
 
     # --- running -----------------------------------------------------------------------------
@@ -252,15 +260,17 @@ class BatchPipeline:
                 try:
                     message = pool.events.get(timeout=POLL_SECONDS)
                 except queue.Empty:
-                    for index, code in pool.reap():
-                        key = in_hand.pop(index, None)
-                        if key is not None:
-                            self._finish(manifest, by_key[key], results, index, {
-                                "status": "failed",
-                                "error": f"the worker process died (exit status {code})"})
-                    if self._stop.is_set() and not interrupted:
-                        interrupted = True
-                        pool.stop()
+                    message = None
+                for index, code in pool.reap():  # every turn: progress may never let it idle
+                    key = in_hand.pop(index, None)
+                    if key is not None:
+                        self._finish(manifest, by_key[key], results, index, {
+                            "status": "failed",
+                            "error": f"the worker process died (exit status {code})"})
+                if self._stop.is_set() and not interrupted:
+                    interrupted = True
+                    pool.stop()
+                if message is None:
                     continue
                 kind, index, *rest = message
                 if kind == "broken":

@@ -79,8 +79,9 @@ class BatchWorker:
                           for each in self.processors]
         outputs = config.outputs
         endpoints = config.aws.endpoints
+        uploading = upload and outputs.s3 is not None and outputs.s3.bucket is not None
         self.s3_client = (AwsContext(endpoints.get("s3"), config.aws.region).client("s3")
-                          if outputs.s3 is not None and upload else None)
+                          if uploading else None)
         self.uploader = (Uploader(self.s3_client, outputs.s3.bucket, config.batch,
                                   outputs.s3.upload_concurrency)
                          if self.s3_client is not None else None)

@@ -42,7 +42,9 @@ NOT_GRANTED = {
     "dynamodb:CreateTable": "the stack creates the lease table; ensure_table only describes it",
 }
 # operations IAM authorises under another action's name
-AUTHORISED_AS = {"s3:HeadBucket": "s3:ListBucket"}  # the consumer's start check of the bucket
+# IAM has no action of these operations' own: the consumer's start check of the bucket, and
+# batch mode's look for a video's summary
+AUTHORISED_AS = {"s3:HeadBucket": "s3:ListBucket", "s3:HeadObject": "s3:GetObject"}
 # services whose calls the consumer makes, as named in IAM
 SERVICES = {"kinesisvideo": "kinesisvideo", "kinesis-video-media": "kinesisvideo",
             "kinesis": "kinesis", "s3": "s3", "dynamodb": "dynamodb"}
