@@ -22,6 +22,7 @@ from consumer.config import Events, S3Output
 from consumer.formats import event_records, highlights, records, s3_layout
 from consumer.pipeline.event_clips import ClipRecorder
 from consumer.pipeline.ledger import FragmentTicket
+from consumer.sinks.locations import Locations
 from consumer.wire import Fragment
 from processors.base import FrameResult
 from processors.events import Event, EventEngine, FallRule, Observation, Rule
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 class EventStage:
     def __init__(self, stream_name: str, rules: tuple[Rule, ...], config: Events,
                  processor: dict[str, str], kinesis, s3=None, s3_config: S3Output | None = None,
-                 locations=None, lost_track_seconds: float | None = None):
+                 locations: Locations | None = None, lost_track_seconds: float | None = None):
         self.stream_name = stream_name
         # the tracker may bring a lost id back until then: no exit before (the default is
         # the tracker's default when the caller does not say)

@@ -19,6 +19,7 @@ from consumer.formats import annotate, pose_sequence, records, s3_layout
 from consumer.pipeline.ledger import FragmentTicket
 from consumer.pipeline.pose_windows import PoseWindows
 from consumer.pipeline.stage_times import JPEG_ENCODE, StageTimes
+from consumer.sinks.locations import Locations
 from processors.base import FrameResult
 from processors.frames import VideoFrame
 
@@ -46,7 +47,7 @@ class ProcessorInfo:
 class OutputStage:
     def __init__(self, processor: ProcessorInfo, kinesis, s3=None,
                  s3_config: S3Output | None = None,
-                 locations=None,
+                 locations: Locations | None = None,
                  delivered: set[str] | None = None, stage_times: StageTimes | None = None):
         self.processor = processor
         self.times = stage_times if stage_times is not None else StageTimes()
@@ -60,7 +61,8 @@ class OutputStage:
         self.windows = None
         if self.pose_sequences and s3_config.pose_window_seconds > 0:
             self.windows = PoseWindows(s3_config.pose_window_seconds, s3_config.prefix, s3,
-                                       locations.fetch, processor.metadata(), processor.landmark_set)
+                                       locations.fetch, processor.metadata(),
+                                       processor.landmark_set)
 
     @property
     def pose_sequences(self) -> bool:

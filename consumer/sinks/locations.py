@@ -17,6 +17,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Protocol
+
+
+class Locations(Protocol):
+    def object(self, key: str) -> dict: ...  # as a frame record names it
+    def shared(self, key: str) -> dict: ...  # as an event record names it (a URL where one is)
+    def fetch(self, key: str) -> bytes | None: ...  # an object written before, or None
 
 
 class S3Locations:

@@ -57,6 +57,7 @@ from consumer.pipeline.stage_times import (
     RECORD_BUILD,
     StageTimes,
 )
+from consumer.sinks.locations import Locations
 from consumer.sinks.replay import delivered_record_ids
 from consumer.streams.inbox import (
     READER_DONE,
@@ -87,7 +88,7 @@ class SharedStages:
     kinesis_client: object  # for reading back what was delivered
     kinesis: object  # KinesisRecordWriter
     s3: object | None  # S3ObjectWriter
-    locations: object | None  # consumer.sinks.locations: how records name objects, read back
+    locations: Locations | None  # how records name objects, and reading one back
     processor: ProcessorInfo
     checkpoint: Callable[[str, int, float | None], None]  # (arn, fragment, producer time)
     holds: Callable[[str], bool]  # does this worker still hold the stream's lease? (the fence)
