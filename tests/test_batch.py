@@ -268,7 +268,8 @@ def test_dry_run_writes_nothing_and_says_what_it_would_do(first_run, videos, con
 # --- 4. an interrupted run resumes -----------------------------------------------------------
 
 @pytest.mark.slow
-def test_an_interrupted_run_resumes_where_it_stopped(config_file, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_resumes_where_it_stopped(config_file, tmp_path, signum):
     folder = tmp_path / "videos"
     names = [f"clip{i}.mp4" for i in range(4)]
     for i, name in enumerate(names):  # the first short; seconds of work left after it is done
@@ -289,7 +290,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(config_file, tmp_path):
                 first_done = done[0] if done else None
         assert first_done is not None, "no video was done before the run ended"
         assert process.poll() is None, "the run ended before it could be interrupted"
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:

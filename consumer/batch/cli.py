@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from consumer.arguments import positive_float, positive_int
@@ -30,8 +32,9 @@ OffsetInFileSeconds). With --s3-bucket every object is uploaded as it is written
 from batch.upload_threshold_mb), under --s3-prefix with the same keys, and the manifest too.
 
 A video whose content hash is in the manifest as done (or, uploading, whose summary is in the
-bucket) is skipped unless --force. Ctrl-C lets the videos in hand end as "interrupted"; run
-the same command again to resume: finished videos are skipped, the others redone.
+bucket) is skipped unless --force. Ctrl-C (or SIGTERM) lets the videos in hand end as
+"interrupted" (a second one stops at once); run the same command again to resume: finished
+videos are skipped, the others redone.
 
 exit status: 0 every video done or skipped, 1 some video failed (its reason is in the
 manifest; the others went on) or the batch was interrupted, 2 bad arguments or configuration.
@@ -122,7 +125,7 @@ def run_batch(args: argparse.Namespace) -> int:
         if args.output_dir is not None and not args.verbose:
             args.output_dir.mkdir(parents=True, exist_ok=True)
             native = args.output_dir / NATIVE_LOG
-        with native_logs_to(native):
+        with native_logs_to(native), _signals_stop(pipeline):
             pipeline.reporter = reporter_for()  # after the move: on the terminal's stderr
             result = pipeline.run(inputs)
     except (ConfigError, ManifestError) as err:
@@ -136,6 +139,25 @@ def run_batch(args: argparse.Namespace) -> int:
     print(f"batch: {result.processed} done, {result.skipped} skipped, {result.failed} failed"
           f"{undone}; manifest: {result.manifest}")
     return 0 if result.ok else 1
+
+
+@contextmanager
+def _signals_stop(pipeline):
+    """SIGINT and SIGTERM stop the batch (the videos in hand end as interrupted); a second one
+    ends the workers at once. Installed explicitly: a process started in the background by a
+    shell inherits SIGINT ignored, and a container is stopped with SIGTERM."""
+    def handle(signum, _frame):
+        again = pipeline.stopping
+        pipeline.stop(now=again)
+        if not again:
+            pipeline.reporter.message(f"{signal.Signals(signum).name}: stopping; the videos in "
+                                      "hand end as interrupted (again to stop at once)")
+    before = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _dry_run(pipeline, inputs: list[str]) -> int:

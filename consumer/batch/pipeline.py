@@ -9,9 +9,10 @@
 hands the videos to `batch.workers` workers: with one, a thread of this process; with more,
 child processes (spawned: each loads its own models), fed one video at a time from a queue, so
 a long video does not hold up the others. Every start and end is written to the manifest at
-once. Ctrl-C (SIGINT) or `stop()` lets each worker finish the video in hand as "interrupted"
-(what it read is delivered; the video is redone next time) and starts nothing more; a second
-Ctrl-C ends the worker processes at once. A worker process that dies fails its video and the
+once. `stop()` (the command line calls it on SIGINT and SIGTERM; in a notebook, Ctrl-C's
+KeyboardInterrupt does the same) lets each worker finish the video in hand as "interrupted"
+(what it read is delivered; the video is redone next time) and starts nothing more;
+`stop(now=True)` (a second signal) ends the worker processes at once. A worker process that dies fails its video and the
 others go on.
 """
 
@@ -151,6 +152,7 @@ class BatchPipeline:
         self.upload = config.outputs.s3.bucket is not None and not skip_upload
         self.reporter = reporter or LineReporter()
         self._stop = threading.Event()
+        self._stop_now = threading.Event()
         self._s3 = None
 
     # --- planning ----------------------------------------------------------------------------
@@ -192,9 +194,16 @@ class BatchPipeline:
 
     # --- running -----------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Finish the videos in hand as interrupted; start nothing more."""
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self, now: bool = False) -> None:
+        """Finish the videos in hand as interrupted and start nothing more; `now`: end the
+        worker processes at once (what they were doing is redone next time)."""
         self._stop.set()
+        if now:
+            self._stop_now.set()
 
     def run(self, inputs: Sequence[str | Path]) -> BatchResult:
         staging = None
@@ -270,6 +279,9 @@ class BatchPipeline:
                 if self._stop.is_set() and not interrupted:
                     interrupted = True
                     pool.stop()
+                if self._stop_now.is_set():
+                    pool.kill()
+                    break
                 if message is None:
                     continue
                 kind, index, *rest = message
