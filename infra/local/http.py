@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
+LINGER_SECONDS = 2.0  # how long a closing connection still reads what the client sends
+LINGER_BYTES = 16 * 1024 * 1024
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_JSON_BODY = 1024 * 1024
@@ -164,9 +166,33 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
     except (ConnectionError, asyncio.IncompleteReadError, BadRequest) as err:
         log.debug("connection ended: %s", err)
     except asyncio.CancelledError:
-        pass
+        writer.close()
+        return
     except Exception:  # a bug in a handler must not take the server down
         log.exception("request failed")
+    await _lingering_close(reader, writer)
+
+
+async def _lingering_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           seconds: float = LINGER_SECONDS, limit: int = LINGER_BYTES) -> None:
+    """Close after the client has stopped sending: half-close, then read and throw away what
+    still comes, for a bounded time and size. A socket closed with unread input is reset by the
+    kernel, and the reset can destroy the response the client has not read yet (a PutMedia
+    ended early with an error ack, while the camera is still sending): Apache's lingering
+    close."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    try:
+        if writer.can_write_eof():
+            writer.write_eof()
+        read = 0
+        while read < limit and (left := deadline - loop.time()) > 0:
+            chunk = await asyncio.wait_for(reader.read(64 * 1024), left)
+            if not chunk:
+                break
+            read += len(chunk)
+    except (ConnectionError, OSError, TimeoutError):
+        pass
     finally:
         writer.close()
 
