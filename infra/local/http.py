@@ -38,6 +38,11 @@ class Request:
     _chunked: bool = False
     _done: bool = False
 
+    @property
+    def unread(self) -> bool:
+        """Some of the body may still be on its way (the handler stopped reading early)."""
+        return not self._done and (self._chunked or bool(self._remaining))
+
     async def iter_body(self) -> AsyncIterator[bytes]:
         """Yield the body as it arrives (chunked or Content-Length)."""
         while not self._done:
@@ -141,6 +146,7 @@ Handler = Callable[[Request, Response], Awaitable[None]]
 
 async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                            route: Callable[[str, str], Handler | None]) -> None:
+    request = None
     try:
         while True:
             request = await _read_request(reader)
@@ -170,7 +176,10 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
         return
     except Exception:  # a bug in a handler must not take the server down
         log.exception("request failed")
-    await _lingering_close(reader, writer)
+    if request is not None and request.unread:
+        await _lingering_close(reader, writer)
+    else:
+        writer.close()
 
 
 async def _lingering_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
