@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.batch_videos import CACHE, REPO
 from bench.clip import SHARED
+from consumer.presets import overlay
 
 # used where consumer.presets does not say (model variant, analysed fps, num_poses)
 KNOWN = {"fast_processing": ("lite", 1.0, 4), "production": ("full", 2.0, 4),
@@ -274,15 +275,6 @@ def run_baseline(run: Run, args, video_dir: Path, work: Path, bundle: Path, env:
     run.bytes = {"pose": sum(v["bytes"] for v in videos)}
 
 
-def _merged(base: dict, over: dict) -> dict:
-    merged = dict(base)
-    for key, value in over.items():
-        below = merged.get(key)
-        merged[key] = (_merged(below, value) if isinstance(below, dict) and isinstance(value, dict)
-                       else value)
-    return merged
-
-
 def ours_config(run: Run, models_dir: Path, stack) -> dict:
     """The CFG of an ours run (keys the file sets win over the preset's): the pose bundles'
     folder, no download, quiet logs, moto's S3 endpoint, and the variant's keys."""
@@ -291,7 +283,7 @@ def ours_config(run: Run, models_dir: Path, stack) -> dict:
     if stack is not None:
         settings["aws"] = {"region": stack.region, "endpoints": {"s3": stack.endpoints["s3"]}}
     if run.variant is not None:
-        settings = _merged(settings, VARIANTS[run.variant][1])
+        settings = overlay(settings, VARIANTS[run.variant][1])
     return settings
 
 

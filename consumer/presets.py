@@ -117,13 +117,14 @@ def with_preset(raw: dict[str, Any]) -> dict[str, Any]:
     name = raw.get("preset")
     if name is None:
         return raw
-    return _under(PRESETS[resolve(name)].values, raw)
+    return overlay(PRESETS[resolve(name)].values, raw)
 
 
-def _under(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def overlay(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `over`'s keys on top, mapping by mapping (over's values win)."""
     merged = dict(base)
     for key, value in over.items():
         below = merged.get(key)
-        merged[key] = (_under(below, value) if isinstance(below, dict) and isinstance(value, dict)
+        merged[key] = (overlay(below, value) if isinstance(below, dict) and isinstance(value, dict)
                        else value)
     return merged
