@@ -126,3 +126,20 @@ def test_progress_bars_show_seconds_of_video_frames_a_second_and_each_worker():
     assert "1 done" in text and "1 failed" in text and "1 skipped" in text
     assert "done     a.mp4: 20 frames analysed" in text and "5.0x real time" in text
     assert "failed   b.mp4: the file disappeared" in text
+
+
+def test_a_video_codec_ffmpeg_does_not_know_fails_alone(tmp_path):
+    """An MKV whose video track's codec id FFmpeg has never heard of: a failed entry saying so,
+    before any model loads; the other video is done."""
+    from consumer.wire import Frame, Track, ebml, writer
+    folder = tmp_path / "videos"
+    make_video(folder / "a.mp4", seconds=2)
+    track = Track(number=1, type=ebml.TRACK_TYPE_VIDEO, codec_id="V_MADEUP/CODEC", width=320,
+                  height=240)
+    frames = [Frame(1, i * 40, i % 25 == 0, bytes(range(256)) * 2) for i in range(50)]
+    (folder / "madeup.mkv").write_bytes(writer.stream_header([track]) + writer.cluster(0, frames))
+    config = batch_config(write_config(tmp_path / "batch.yaml"), environ={})
+    result = BatchPipeline(config, tmp_path / "out").run([folder])
+    statuses = {video.path: (video.status, video.reason) for video in result.videos}
+    assert statuses["a.mp4"] == ("done", None)
+    assert statuses["madeup.mkv"] == ("failed", "its video codec is not one FFmpeg can decode")

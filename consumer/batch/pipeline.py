@@ -19,6 +19,7 @@ others go on.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import queue
@@ -41,6 +42,7 @@ from consumer.batch.worker import VideoJob
 from consumer.config import Config, ConfigError, load_config, read_config_file
 from consumer.formats import s3_layout
 
+log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
 BATCH_POSE_WINDOW_SECONDS = 3600.0  # the most it may be: a file a video (an hour)
 
@@ -435,9 +437,13 @@ def serve(config_data: dict, root: str, upload: bool, jobs, events, stop, index:
                 break
             job = VideoJob.from_json(text)
             events.put(("started", index, job.sha256))
-            outcome = worker.analyse(
-                job, lambda sha, seconds, frames: events.put(
-                    ("progress", index, sha, seconds, frames)))
+            try:
+                outcome = worker.analyse(
+                    job, lambda sha, seconds, frames: events.put(
+                        ("progress", index, sha, seconds, frames)))
+            except Exception as err:
+                log.exception("%s: analysis failed", job.relative)
+                outcome = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
             events.put(("finished", index, job.sha256, json.dumps(outcome)))
     finally:
         worker.close()

@@ -76,6 +76,9 @@ def plan_videos(videos: list[Video], missing: list[Missing], manifest: Manifest,
             except VideoError as err:
                 item.action, item.reason = "fail", str(err)
                 continue
+            except Exception as err:  # noqa: BLE001 (one odd file must not stop the batch)
+                item.action, item.reason = "fail", f"cannot read: {type(err).__name__}: {err}"
+                continue
             item.duration_seconds, item.estimate_seconds = _estimate(video, config)
     return planned
 

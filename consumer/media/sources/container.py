@@ -53,6 +53,8 @@ class PassReader:
         if not container.streams.video:
             raise SourceError(f"{owner.name}: no video stream")
         self.stream = container.streams.video[0]
+        if self.stream.codec_context is None:  # a codec id FFmpeg does not know
+            raise SourceError(f"{owner.name}: its video codec is not one FFmpeg can decode")
         self.stream.thread_type = "AUTO"
         self.fps = _stream_fps(self.stream)
         codec = self.stream.codec_context.name
