@@ -31,6 +31,8 @@ EXAMPLES = f"""examples:
   # bucket ({DATA_STREAM}), camera stream cam-1, and the consumer's configuration
   python -m infra.local --kvs-port 4567 --moto-port 4568 --create-resources --stream cam-1 \\
       --write-config consumer.yaml --models-dir ../shared/models
+  # and the lake: the data stream's records delivered to the bucket as Firehose does
+  python -m infra.local --create-resources --firehose --firehose-buffer-seconds 10
 
 then point any AWS SDK at the printed endpoints with any credentials, e.g.
   aws kinesisvideo list-streams --endpoint-url http://127.0.0.1:4567 --region us-east-1
@@ -84,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     ready.add_argument("--models-dir", metavar="DIR",
                        help="with --write-config: the folder holding the pose model, written as "
                             "processing.pose.models_dir (default: the consumer's own)")
+    ready.add_argument("--firehose", action="store_true",
+                       help="with --create-resources: deliver the data stream's records to the "
+                            "bucket as the stack's Firehose does in AWS, under records/type=/"
+                            "stream=/date=/ as gzipped JSON lines (infra/local/firehose.py)")
+    ready.add_argument("--firehose-buffer-seconds", type=float, default=60.0, metavar="SECONDS",
+                       help="with --firehose: write a partition's records at least this often "
+                            "(or at 64 MB; default %(default)s, as the stack's)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     for option in ("kvs_port", "moto_port"):
@@ -95,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
                      f"got {args.getmedia_idle}")
     if args.retention <= 0:
         parser.error(f"--retention must be a positive number of seconds, got {args.retention}")
+    if args.firehose and not args.create_resources:
+        parser.error("--firehose needs --create-resources (its data stream and bucket)")
+    if args.firehose_buffer_seconds <= 0:
+        parser.error(f"--firehose-buffer-seconds must be a positive number of seconds, "
+                     f"got {args.firehose_buffer_seconds}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stack = LocalStack(args.host, args.kvs_port, args.moto_port, args.region, args.data_dir,
@@ -115,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"infra.local: cannot start: {err}", file=sys.stderr)
         return 1
     stopping = threading.Event()
+    bridge = None
 
     def stop(signum, _frame):
         if stopping.is_set():
@@ -126,12 +141,19 @@ def main(argv: list[str] | None = None) -> int:
         failed = _prepare(stack, args)
         if failed:
             return failed
+        if args.firehose:
+            from .firehose import FirehoseBridge
+            bridge = FirehoseBridge(stack.client("kinesis"), stack.client("s3"),
+                                    args.data_stream, args.bucket,
+                                    buffer_seconds=args.firehose_buffer_seconds).start()
         if not stopping.is_set():
             print(json.dumps(stack.endpoints), flush=True)
         stopping.wait()
     except KeyboardInterrupt:  # Ctrl-C before our handler was in place
         pass
     finally:
+        if bridge is not None:
+            bridge.stop()  # what it still holds goes to the bucket first
         stack.stop()
     print("local stack stopped", file=sys.stderr)
     return 0
