@@ -17,6 +17,7 @@ from typing import TypeAlias
 from consumer.batch.cli import add_batch
 from consumer.config_template import add_config
 from consumer.fleet.processes import process_count
+from consumer.lake.cli import add_query
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -274,8 +275,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # One entry per subcommand.
-COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_inspect, add_run, add_batch, add_fleet,
-                                                       add_config, add_demo)
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_inspect, add_run, add_batch, add_query,
+                                                       add_fleet, add_config, add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
