@@ -1,0 +1,107 @@
+"""The event store on a real PostgreSQL server (Debian's, started for the test): the real
+records of a recorded video (batch mode over the speaker capture, with a zone and a dwell rule)
+filed once each, replays writing nothing, a lasting event's two records in either order, and a
+bad record leaving nothing behind."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+
+from consumer.demo import STAGE_ZONE
+from consumer.store import events as store
+from consumer.store.schema import migrate, migrations
+from kvs_analytics import BatchPipeline, batch_config
+from tests.batch_helpers import write_config
+from tests.conftest import CAPTURES
+from tests.postgres_helpers import postgres_server
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory) -> list[dict]:
+    """The frame and event records of the first 20 s of the speaker capture."""
+    tmp = tmp_path_factory.mktemp("store")
+    config_file = write_config(tmp / "batch.yaml", events={"cameras": {"*": {"rules": [
+        {"type": "zone", "name": "stage", "polygon": STAGE_ZONE},
+        {"type": "dwell", "name": "linger", "zone": "stage", "seconds": 0.5}]}}})
+    config = batch_config(config_file, max_frames=600, environ={})
+    result = BatchPipeline(config, tmp / "out").run([CAPTURES / "vogels_330.mkv"])
+    assert result.ok, result
+    [path] = (tmp / "out" / "records").rglob("records.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def server():
+    with postgres_server() as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def conn(server):
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS store_test")
+        admin.execute("CREATE DATABASE store_test")
+    with psycopg.connect(server.replace("dbname=postgres", "dbname=store_test"),
+                         autocommit=True) as connection:
+        migrate(connection)
+        yield connection
+
+
+def dump(conn) -> dict:
+    return {table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+            for table in ("cameras", "events", "camera_minutes")}
+
+
+def test_migrations_apply_once(conn):
+    assert migrate(conn) == []  # the fixture applied them
+    versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+    assert versions == [version for version, _name, _sql in migrations()]
+
+
+def test_every_record_is_filed_once_and_a_replay_writes_nothing(conn, records):
+    frames = [r for r in records if r["RecordType"] == "Frame"]
+    event_records = [r for r in records if r["RecordType"] == "Event"]
+    assert event_records, "the capture should raise zone and dwell events"
+    applied = store.apply(conn, records)
+    assert (applied.records, applied.duplicates, applied.frames, applied.events) == (
+        len(records), 0, len(frames), len(event_records))
+    [(stream,)] = conn.execute("SELECT stream FROM cameras").fetchall()
+    assert stream == frames[0]["InputInformation"]["File"]["VideoId"]
+    [(frame_count, person_count, event_count)] = conn.execute(
+        "SELECT sum(frames), sum(persons), sum(events) FROM camera_minutes").fetchall()
+    assert frame_count == len(frames)
+    assert person_count == sum(len(r["Persons"]) for r in frames)
+    assert event_count == sum(r["Status"] in ("instant", "started") for r in event_records)
+    ids = {r["EventId"] for r in event_records}
+    rows = dict(conn.execute("SELECT event_id::text, status FROM events").fetchall())
+    assert set(rows) == ids
+    lasting = {r["EventId"] for r in event_records if r["Status"] == "ended"}
+    assert lasting and all(rows[event] == "ended" for event in lasting)
+    [(progress,)] = conn.execute("SELECT records FROM stream_progress").fetchall()
+    assert progress == len(records)
+    before = dump(conn)
+    again = store.apply(conn, records)  # a replayed shard
+    assert (again.records, again.duplicates) == (0, len(records))
+    assert dump(conn) == before
+
+
+def test_a_lasting_event_closes_whichever_record_comes_first(conn, records):
+    ended = next(r for r in records if r["RecordType"] == "Event" and r["Status"] == "ended")
+    started = next(r for r in records if r.get("EventId") == ended["EventId"]
+                   and r["Status"] == "started")
+    store.apply(conn, [ended])
+    store.apply(conn, [started])
+    [(status, start, end)] = conn.execute(
+        "SELECT status, start_time, end_time FROM events").fetchall()
+    assert status == "ended" and start == started["StartTimestamp"]
+    assert end == ended["EndTimestamp"] and end > start
+
+
+def test_a_bad_record_leaves_nothing_behind(conn, records):
+    with pytest.raises(store.BadRecord, match="InputInformation"):
+        store.apply(conn, [*records[:5], {"RecordType": "Frame", "RecordId": "x"}])
+    assert conn.execute("SELECT count(*) FROM applied_records").fetchone() == (0,)
+    assert dump(conn) == {"cameras": [], "events": [], "camera_minutes": []}
