@@ -27,20 +27,17 @@ class ManifestError(Exception):
 
 
 class Manifest:
-    def __init__(self, path: Path, entries: dict[str, dict] | None = None):
-        self.path = Path(path)
+    def __init__(self, path: Path | None, entries: dict[str, dict] | None = None):
+        self.path = Path(path) if path is not None else None  # None: read only (a plan)
         self.videos: dict[str, dict] = entries or {}
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: Path, fallback: bytes | None = None) -> Manifest:
-        """The manifest at `path`; else the one in `fallback` (from S3); else an empty one."""
-        path = Path(path)
-        text = None
-        if path.exists():
-            text = path.read_bytes()
-        elif fallback is not None:
-            text = fallback
+    def load(cls, path: Path | None, fallback: bytes | None = None) -> Manifest:
+        """The manifest at `path`; else the one in `fallback` (from S3); else an empty one.
+        Without a path it is read only (what a plan looks at)."""
+        path = Path(path) if path is not None else None
+        text = path.read_bytes() if path is not None and path.exists() else fallback
         if text is None:
             return cls(path)
         try:
@@ -49,7 +46,8 @@ class Manifest:
             if not isinstance(videos, dict):
                 raise TypeError("videos is not a mapping")
         except (ValueError, KeyError, TypeError) as err:
-            raise ManifestError(f"{path}: not a batch manifest ({err}); move it away or give "
+            where = path if path is not None and path.exists() else "the bucket's manifest.json"
+            raise ManifestError(f"{where}: not a batch manifest ({err}); move it away or give "
                                 "another --output-dir") from None
         return cls(path, videos)
 
@@ -85,4 +83,6 @@ class Manifest:
                            "videos": self.videos}, indent=1, sort_keys=False).encode()
 
     def _write(self) -> None:
+        if self.path is None:
+            raise RuntimeError("a read-only manifest (a plan's) is never written")
         write_atomically(self.path, self._encode())

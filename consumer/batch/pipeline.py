@@ -161,10 +161,12 @@ class BatchPipeline:
 
     def plan(self, inputs: Sequence[str | Path]) -> list[Planned]:
         """What `run` would do with each video (nothing is written)."""
+        return self._plan(inputs, self._manifest(self.output_dir))
+
+    def _plan(self, inputs: Sequence[str | Path], manifest: Manifest) -> list[Planned]:
         videos, missing = find_videos(inputs, self.config.batch.extensions)
-        manifest = self._manifest(self.output_dir or Path(tempfile.gettempdir()) / "_none")
-        done_elsewhere = self._done_in_s3 if self.upload else None
-        return plan_videos(videos, missing, manifest, self.config, self.force, done_elsewhere)
+        return plan_videos(videos, missing, manifest, self.config, self.force,
+                           self._done_in_s3 if self.upload else None)
 
     def _client(self):
         if self._s3 is None:
@@ -181,10 +183,12 @@ class BatchPipeline:
         return done_in_s3(self._client(), self.config.outputs.s3.bucket,
                           self._key("summary", video_id), sha256)
 
-    def _manifest(self, root: Path) -> Manifest:
-        """The folder's manifest, else (uploading) the bucket's, else a new one."""
+    def _manifest(self, root: Path | None) -> Manifest:
+        """The folder's manifest, else (uploading) the bucket's, else a new one; read only
+        without a folder."""
+        local = root / "manifest.json" if root is not None else None
         fallback = None
-        if self.upload and not (root / "manifest.json").exists():
+        if self.upload and not (local is not None and local.exists()):
             client, bucket, key = self._client(), self.config.outputs.s3.bucket, self._key("manifest")
             try:
                 fallback = client.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -192,7 +196,7 @@ class BatchPipeline:
                 fallback = None
             except (BotoCoreError, ClientError) as err:  # 403 without s3:ListBucket, no bucket
                 raise ManifestError(f"cannot read s3://{bucket}/{key}: {err}") from None
-        return Manifest.load(root / "manifest.json", fallback)
+        return Manifest.load(local, fallback)
 
     # --- running -----------------------------------------------------------------------------
 
@@ -222,9 +226,7 @@ class BatchPipeline:
 
     def _run(self, inputs: Sequence[str | Path], root: Path) -> BatchResult:
         manifest = self._manifest(root)
-        videos, missing = find_videos(inputs, self.config.batch.extensions)
-        planned = plan_videos(videos, missing, manifest, self.config, self.force,
-                              self._done_in_s3 if self.upload else None)
+        planned = self._plan(inputs, manifest)
         results = {item.path: VideoResult(item.relative, "not started", sha256=item.sha256,
                                           video_id=item.video_id) for item in planned}
         todo = [p for p in planned if p.action == "analyse"]
