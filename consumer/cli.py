@@ -14,10 +14,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeAlias
 
+from consumer.api.cli import add_serve
 from consumer.batch.cli import add_batch
 from consumer.config_template import add_config
 from consumer.fleet.processes import process_count
 from consumer.lake.cli import add_query
+from consumer.store.cli import add_events
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -276,7 +278,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 # One entry per subcommand.
 COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_inspect, add_run, add_batch, add_query,
-                                                       add_fleet, add_config, add_demo)
+                                                       add_events, add_serve, add_fleet,
+                                                       add_config, add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

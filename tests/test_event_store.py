@@ -1,7 +1,7 @@
 """The event store on a real PostgreSQL server (Debian's, started for the test): the real
 records of a recorded video (batch mode over the speaker capture, with a zone and a dwell rule)
-filed once each, replays writing nothing, a lasting event's two records in either order, and a
-bad record leaving nothing behind."""
+filed once each, replays writing nothing, a lasting event's two records in either order, bad
+records kept aside with their reasons, and a failed transaction leaving nothing behind."""
 
 from __future__ import annotations
 
@@ -100,8 +100,27 @@ def test_a_lasting_event_closes_whichever_record_comes_first(conn, records):
     assert end == ended["EndTimestamp"] and end > start
 
 
-def test_a_bad_record_leaves_nothing_behind(conn, records):
-    with pytest.raises(store.BadRecord, match="InputInformation"):
-        store.apply(conn, [*records[:5], {"RecordType": "Frame", "RecordId": "x"}])
+def test_a_bad_record_is_kept_aside_and_the_rest_filed(conn, records):
+    bad = [b"not json", {"RecordType": "Frame", "RecordId": "x"},
+           {**records[0], "RecordId": None},
+           {**next(r for r in records if r["RecordType"] == "Event"), "EventId": None}]
+    applied = store.apply(conn, [*records[:5], *bad])
+    assert (applied.records, applied.rejected) == (5, 4)
+    reasons = [row[0] for row in conn.execute("SELECT reason FROM rejected_records")]
+    assert sorted(reasons) == sorted([
+        "not JSON: b'not json'",
+        "record 'x': no RecordId (a UUID) or InputInformation",
+        "record None: no RecordId (a UUID) or InputInformation",
+        f"event record {bad[3]['RecordId']}: no EventId"])
+    again = store.apply(conn, bad)  # replayed: nothing added
+    assert again.rejected == 4
+    assert conn.execute("SELECT count(*) FROM rejected_records").fetchone() == (4,)
+    assert conn.execute("SELECT count(*) FROM applied_records").fetchone() == (5,)
+
+
+def test_a_failed_transaction_leaves_nothing_behind(conn, records):
+    conn.execute("ALTER TABLE events ADD CONSTRAINT no_events CHECK (false)")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        store.apply(conn, records)
     assert conn.execute("SELECT count(*) FROM applied_records").fetchone() == (0,)
     assert dump(conn) == {"cameras": [], "events": [], "camera_minutes": []}

@@ -1,19 +1,25 @@
 """Records into the event store: a batch in one transaction, idempotent on RecordId.
 
-For each record not applied before (its RecordId inserted into `applied_records`; a record id
-already there makes the record a no-op, so a replayed shard writes nothing twice):
+Records come as the data stream holds them (bytes of JSON) or parsed. For each record not
+applied before (its RecordId inserted into `applied_records`; a record id already there makes
+the record a no-op, so a replayed shard writes nothing twice):
 - its camera (stream name, or a batch file's video id) is created or its seen-times widened;
 - a frame record adds one frame and its persons to the camera's minute (`camera_minutes`);
 - an event record creates or updates its event (one row per EventId: a lasting event's `ended`
   record closes the row its `started` one opened, in whichever order they come), and counts
   once in its minute;
 - the camera's progress (latest producer time and fragment, records applied) moves forward.
+A record the store cannot file (not JSON, not a frame or event record, no RecordId or
+provenance, an event without its fields) goes to `rejected_records` with the reason, in the
+same transaction: one bad record never blocks the shard behind it, and is not lost either.
 The caller checkpoints its shard only after `apply` returned: the transaction has committed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -52,6 +58,12 @@ ON CONFLICT (stream) DO UPDATE SET
                                   EXCLUDED.last_producer_time),
     last_fragment = greatest(stream_progress.last_fragment, EXCLUDED.last_fragment),
     records = stream_progress.records + 1, updated_at = now()"""
+REJECT = """
+INSERT INTO rejected_records (digest, reason, data) VALUES (%s, %s, %s)
+ON CONFLICT (digest) DO NOTHING"""
+MAX_REJECTED_BYTES = 64 * 1024
+EVENT_FIELDS = ("EventId", "EventType", "Rule", "Status", "StartTimestamp",
+                "StartFragmentNumber")
 
 
 class BadRecord(ValueError):
@@ -62,16 +74,31 @@ class BadRecord(ValueError):
 class Applied:
     records: int = 0  # applied now
     duplicates: int = 0  # applied before: nothing written
+    rejected: int = 0  # could not be filed: in rejected_records
     frames: int = 0
     events: int = 0  # event records applied (a lasting event has two)
 
+    def add(self, other: Applied) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
-def apply(conn, records: Iterable[dict]) -> Applied:
-    """File `records` in one transaction (all or nothing); raises BadRecord before writing
-    anything when one of them cannot be filed."""
-    rows = [_row(record) for record in records]
+
+def apply(conn, records: Iterable[dict | bytes]) -> Applied:
+    """File `records` in one transaction (all or nothing: a database error leaves nothing
+    written, and the caller retries or replays the batch)."""
     applied = Applied()
+    rows, rejects = [], []
+    for record in records:
+        try:
+            rows.append(_row(_parsed(record)))
+        except BadRecord as bad:
+            rejects.append((record, str(bad)))
     with conn.transaction():
+        for record, reason in rejects:
+            data = record if isinstance(record, bytes) else json.dumps(record).encode()
+            conn.execute(REJECT, (hashlib.sha256(data).hexdigest(), reason,
+                                  data[:MAX_REJECTED_BYTES].decode("utf-8", "replace")))
+            applied.rejected += 1
         for record, facts in rows:
             inserted = conn.execute(
                 "INSERT INTO applied_records (record_id) VALUES (%s) ON CONFLICT DO NOTHING",
@@ -96,14 +123,27 @@ def apply(conn, records: Iterable[dict]) -> Applied:
     return applied
 
 
-def _row(record: dict) -> tuple[dict, dict]:
+def _parsed(record: dict | bytes):
+    if not isinstance(record, bytes):
+        return record
+    try:
+        return json.loads(record)
+    except ValueError:
+        raise BadRecord(f"not JSON: {record[:80]!r}") from None
+
+
+def _row(record) -> tuple[dict, dict]:
     if not isinstance(record, dict) or record.get("RecordType") not in ("Frame", "Event"):
         raise BadRecord(f"not a frame or event record: {str(record)[:80]}")
-    where = record.get("InputInformation") or {}
-    origin = where.get("KinesisVideo") or where.get("File")
+    where = record.get("InputInformation")
+    origin = (where.get("KinesisVideo") or where.get("File")) if isinstance(where, dict) else None
     record_id = record.get("RecordId")
-    if not origin or not record_id:
-        raise BadRecord(f"record {record_id!r}: no RecordId or InputInformation")
+    if not isinstance(origin, dict) or not _is_uuid(record_id):
+        raise BadRecord(f"record {record_id!r}: no RecordId (a UUID) or InputInformation")
+    if record["RecordType"] == "Event":
+        missing = [name for name in EVENT_FIELDS if record.get(name) is None]
+        if missing or not _is_uuid(record["EventId"]):
+            raise BadRecord(f"event record {record_id}: no {', '.join(missing) or 'UUID EventId'}")
     try:
         facts = {"record_id": record_id, "stream": origin.get("StreamName") or origin["VideoId"],
                  "time": (float(origin["ProducerTimestamp"])
@@ -112,6 +152,14 @@ def _row(record: dict) -> tuple[dict, dict]:
     except (KeyError, TypeError, ValueError) as err:
         raise BadRecord(f"record {record_id}: its InputInformation lacks {err}") from None
     return record, facts
+
+
+def _is_uuid(value) -> bool:
+    try:
+        uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True
 
 
 def _event(record: dict, facts: dict) -> dict:

@@ -32,6 +32,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from consumer.cloud.shards import ShardReader
 from consumer.formats.s3_layout import check_stream_name
 
 log = logging.getLogger(__name__)
@@ -95,11 +96,12 @@ class FirehoseBridge:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        iterators = self._iterators()
+        # moto's data stream has no per-shard call limit to keep to
+        reader = ShardReader(self.kinesis, self.stream, min_call_seconds=0)
         while True:
             stopping = self._stop.is_set()
             try:
-                got = self._read(iterators)
+                got = self._read(reader)
                 self._flush(force=stopping)
             except Exception:  # a bad turn must not end the bridge: try again
                 log.exception("firehose bridge: delivery failed; retrying")
@@ -109,24 +111,12 @@ class FirehoseBridge:
             if not got:
                 self._stop.wait(POLL_SECONDS)
 
-    def _iterators(self) -> dict[str, str | None]:
-        shards = self.kinesis.list_shards(StreamName=self.stream)["Shards"]
-        return {shard["ShardId"]: self.kinesis.get_shard_iterator(
-                    StreamName=self.stream, ShardId=shard["ShardId"],
-                    ShardIteratorType="TRIM_HORIZON")["ShardIterator"] for shard in shards}
-
-    def _read(self, iterators: dict[str, str | None]) -> int:
+    def _read(self, reader: ShardReader) -> int:
         got = 0
-        for shard, iterator in list(iterators.items()):
-            while iterator is not None:
-                response = self.kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-                iterator = response.get("NextShardIterator")
-                for entry in response["Records"]:
-                    self._add(entry["Data"])
-                got += len(response["Records"])
-                if not response["Records"] or not response.get("MillisBehindLatest"):
-                    break
-            iterators[shard] = iterator
+        for batch in reader.poll():
+            for data in batch.records:
+                self._add(data)
+            got += len(batch.records)
         self.records += got
         return got
 

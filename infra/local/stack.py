@@ -35,6 +35,11 @@ class LocalStack:
             self._moto = _MotoServer(self.host, self.moto_port)
             self.moto_port = self._moto.port
             _wait_until_up(f"http://{self.host}:{self.moto_port}/moto-api/")
+            # moto keeps its buckets and streams in module state, which a stack started earlier
+            # in this process would otherwise hand on: a started stack is empty
+            urllib.request.urlopen(urllib.request.Request(
+                f"http://{self.host}:{self.moto_port}/moto-api/reset", method="POST"),
+                timeout=10).close()
         except BaseException:
             self.stop()
             raise

@@ -1,0 +1,124 @@
+"""The read API as a Starlette application (`create_app`), read-only over the event store.
+
+    GET /cameras                        {"cameras": [camera, ...]}
+    GET /cameras/{stream}/events        {"stream", "from", "to", "type", "limit", "more",
+        ?from=&to=&type=&limit=          "events": [event, ...]}   by start time;
+                                         from <= start_time < to; limit 1..1000 (100);
+                                         more: further events match
+    GET /events/{id}                    event, with its "record" (the latest, as delivered)
+    GET /health                         200 {"status": "ok"}; 503 when the database is not
+
+Errors are JSON {"error": "..."}: 400 a bad parameter (the message names it and what was
+expected), 404 an unknown camera, event or path, 503 the database failed (logged without the
+connection string's password). Events are rendered by `render.event`, with URLs presigned per
+response. Endpoints are sync (Starlette runs them in its threadpool); each request opens its own
+connection (autocommit, read-only queries) and closes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from consumer.api import params, queries, render
+from consumer.api.settings import ApiSettings
+from consumer.store.database_url import redact
+
+log = logging.getLogger("consumer.api")
+EVENT_PARAMETERS = ("from", "to", "type", "limit")
+
+
+def create_app(settings: ApiSettings, s3_client=None) -> Starlette:
+    """The application; `s3_client` defaults to one for settings.endpoint_url/region (raises
+    consumer.cloud.aws.AwsSetupError when no region or credentials can be found)."""
+    if s3_client is None:
+        from consumer.cloud.aws import AwsContext
+        s3_client = AwsContext(settings.endpoint_url, settings.region).client("s3")
+    presigner = render.Presigner(s3_client, settings.url_expiry)
+    conninfo = settings.connect_info()
+
+    @contextmanager
+    def database() -> Iterator[psycopg.Connection]:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            yield conn
+
+    def list_cameras(request: Request) -> JSONResponse:
+        with database() as conn:
+            rows = queries.cameras(conn)
+        return _json({"cameras": [render.camera(row) for row in rows]})
+
+    def camera_events(request: Request) -> JSONResponse:
+        stream = params.stream(request.path_params["stream"])
+        query = request.query_params
+        for name in query:
+            if name not in EVENT_PARAMETERS:
+                raise params.BadParameter(f"{name}: not a parameter; expected "
+                                          f"{', '.join(EVENT_PARAMETERS)}")
+        start, end = params.time("from", query.get("from")), params.time("to", query.get("to"))
+        if start is not None and end is not None and start > end:
+            raise params.BadParameter(f"from: {start} is after to ({end})")
+        event_type = params.event_type(query.get("type"))
+        limit = params.limit(query.get("limit"))
+        with database() as conn:
+            rows = queries.camera_events(conn, stream, start, end, event_type, limit + 1)
+            if not rows and not queries.has_camera(conn, stream):
+                raise HTTPException(404, f"stream: no camera {stream!r} in the event store")
+        return _json({"stream": stream, "from": start, "to": end, "type": event_type,
+                      "limit": limit, "more": len(rows) > limit,
+                      "events": [render.event(row, presigner) for row in rows[:limit]]})
+
+    def one_event(request: Request) -> JSONResponse:
+        event_id = params.event_id(request.path_params["event_id"])
+        with database() as conn:
+            row = queries.event(conn, event_id)
+        if row is None:
+            raise HTTPException(404, f"id: no event {str(event_id)!r} in the event store")
+        return _json(render.event(row, presigner))
+
+    def health(request: Request) -> JSONResponse:
+        try:
+            with database() as conn:
+                queries.ping(conn)
+        except psycopg.Error as err:
+            _log_database_error(err, settings)
+            return _json({"status": "unavailable", "error": "the database is unreachable"}, 503)
+        return _json({"status": "ok"})
+
+    def bad_parameter(request: Request, err: Exception) -> JSONResponse:
+        return _json({"error": str(err)}, 400)
+
+    def database_error(request: Request, err: Exception) -> JSONResponse:
+        _log_database_error(err, settings)
+        return _json({"error": "the event store is unavailable; try again later"}, 503)
+
+    def http_error(request: Request, err: Exception) -> JSONResponse:
+        assert isinstance(err, HTTPException)
+        response = _json({"error": err.detail}, err.status_code)
+        response.headers.update(err.headers or {})
+        return response
+
+    return Starlette(
+        routes=[Route("/cameras", list_cameras),
+                Route("/cameras/{stream}/events", camera_events),
+                Route("/events/{event_id}", one_event),
+                Route("/health", health)],
+        exception_handlers={params.BadParameter: bad_parameter, psycopg.Error: database_error,
+                            HTTPException: http_error})
+
+
+def _json(body: dict, status: int = 200) -> JSONResponse:
+    # presigned URLs are bearer tokens with an expiry: nothing in between should keep them
+    return JSONResponse(body, status, headers={"Cache-Control": "no-store"})
+
+
+def _log_database_error(err: Exception, settings: ApiSettings) -> None:
+    log.error("event store %s: %s: %s", settings.safe_database_url, type(err).__name__,
+              redact(str(err), settings.database_url).strip())

@@ -1,0 +1,75 @@
+"""The SQL of the read API: plain functions over a psycopg 3 connection, rows as dicts
+(`dict_row`), values as the database gives them (UUID, Decimal, float, dict for jsonb).
+
+- `cameras`: every camera with its event count, its progress (stream_progress) and its latest
+  minute of data (camera_minutes: one row per stream and minute, read through its primary key).
+- `camera_events`: one camera's events by start time, `start <= start_time < end`, through the
+  index events_by_camera_and_time (stream, start_time).
+- `event`: one event by id, with the record that last changed it.
+Ids and names are validated by the caller; this module only binds them as parameters.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from psycopg import sql
+from psycopg.rows import dict_row
+
+EVENT_COLUMNS = sql.SQL(
+    "event_id, stream, event_type, rule, status, track_id, zone, confidence, start_time, "
+    "end_time, start_fragment, end_fragment, highlight_bucket, highlight_key, clip_bucket, "
+    "clip_key, details")
+
+CAMERAS = """
+SELECT c.stream, c.first_seen, c.last_seen,
+       (SELECT count(*) FROM events e WHERE e.stream = c.stream) AS events,
+       p.last_producer_time, p.last_fragment, p.records,
+       extract(epoch FROM m.minute)::double precision AS last_minute,
+       m.frames AS last_minute_frames, m.persons AS last_minute_persons
+FROM cameras c
+LEFT JOIN stream_progress p ON p.stream = c.stream
+LEFT JOIN LATERAL (SELECT minute, frames, persons FROM camera_minutes
+                   WHERE stream = c.stream ORDER BY minute DESC LIMIT 1) m ON true
+ORDER BY c.stream"""
+
+
+def cameras(conn) -> list[dict]:
+    """One dict per camera, by stream name."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(CAMERAS).fetchall()
+
+
+def has_camera(conn, stream: str) -> bool:
+    return conn.execute("SELECT 1 FROM cameras WHERE stream = %s", (stream,)).fetchone() \
+        is not None
+
+
+def camera_events(conn, stream: str, start: float | None, end: float | None,
+                  event_type: str | None, limit: int) -> list[dict]:
+    """Up to `limit` events of `stream` with `start <= start_time < end` (None: unbounded) and
+    of `event_type` (None: any), by start time then id."""
+    where = [sql.SQL("stream = %(stream)s")]
+    if start is not None:
+        where.append(sql.SQL("start_time >= %(start)s"))
+    if end is not None:
+        where.append(sql.SQL("start_time < %(end)s"))
+    if event_type is not None:
+        where.append(sql.SQL("event_type = %(type)s"))
+    query = sql.SQL("SELECT {} FROM events WHERE {} ORDER BY start_time, event_id "
+                    "LIMIT %(limit)s").format(EVENT_COLUMNS, sql.SQL(" AND ").join(where))
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, {"stream": stream, "start": start, "end": end,
+                                   "type": event_type, "limit": limit}).fetchall()
+
+
+def event(conn, event_id: uuid.UUID) -> dict | None:
+    """The event with its `record`, or None."""
+    query = sql.SQL("SELECT {}, record FROM events WHERE event_id = %s").format(EVENT_COLUMNS)
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, (event_id,)).fetchone()
+
+
+def ping(conn) -> None:
+    """Raises psycopg.Error unless the database answers."""
+    conn.execute("SELECT 1").fetchone()
