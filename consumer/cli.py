@@ -264,6 +264,10 @@ def add_demo(subparsers: Subparsers) -> None:
     parser.add_argument("--verbose", action="store_true",
                         help="show MediaPipe's and LiteRT's native log lines (default: into "
                              "native.log in --output)")
+    parser.add_argument("--database-url", metavar="URL",
+                        default=os.environ.get("KVS_ANALYTICS_DATABASE_URL"),
+                        help="a PostgreSQL event store to sync from the data stream at the end "
+                             "(default: $KVS_ANALYTICS_DATABASE_URL; none: not synced)")
     parser.set_defaults(handler=_demo)
 
 
@@ -273,7 +277,7 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
     from consumer.demo import run_demo
     return run_demo(args.clip, args.seconds, args.cameras, args.output, args.models_dir,
-                    verbose=args.verbose)
+                    verbose=args.verbose, database_url=args.database_url)
 
 
 # One entry per subcommand.

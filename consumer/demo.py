@@ -3,7 +3,10 @@
 Starts the local stack (our Kinesis Video service + moto's S3, Kinesis and DynamoDB), creates the
 streams, bucket, data stream and checkpoint table, starts simulated cameras looping a clip with a
 person in it, runs the consumer for a bounded time with a live status, then reads everything back
-and prints a per-camera summary. Outputs are copied to a local folder to look at afterwards
+and prints a per-camera summary. Downstream, as in AWS: the local Firehose leg delivers the data
+stream to the bucket's `records/` while the demo runs, and the lake (records and pose sequences)
+is copied to `lake/` in the output folder for `kvs-analytics query`; given a database URL, the
+event store is synced from the data stream too. Outputs are copied to a local folder to look at afterwards
 (`--output`, default `demo-output/` in the current folder, which git ignores): what a previous run
 left there is removed first, so the folder holds one run. The native libraries' own log lines
 (MediaPipe, LiteRT, TFLite, absl: about a hundred at model load) go to `native.log` in that folder
@@ -20,11 +23,16 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from consumer.config import load_config
 from consumer.observe.logs import native_logs_to
 from consumer.sinks import replay
+
+if TYPE_CHECKING:
+    from infra.local.stack import LocalStack
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP = REPO.parent / "shared" / "kvs-captures" / "vogels_330.mkv"
@@ -34,7 +42,8 @@ DATA_STREAM = "kvs-analytics-demo-records"
 STAGE_ZONE = [[0.55, 0.2], [0.9, 0.2], [0.9, 0.95], [0.55, 0.95]]  # normalised x, y
 NATIVE_LOG = "native.log"
 # what a run writes into its output folder; a later run removes these (and nothing else) first
-OUTPUTS = ("records.jsonl", "cameras.log", NATIVE_LOG, "s3")
+OUTPUTS = ("records.jsonl", "cameras.log", NATIVE_LOG, "s3", "lake")
+FIREHOSE_BUFFER_SECONDS = 5.0  # the demo's lake fills while it runs, not only at the end
 MARKER = ".kvs-analytics-demo"  # says the folder's s3/ is the demo's own, to be cleared
 
 
@@ -69,9 +78,11 @@ def demo_config(endpoints: dict, cameras: list[str], models_dir: Path) -> dict:
         "outputs": {"kinesis": {"stream": DATA_STREAM, "linger_ms": 100},
                     "s3": {"bucket": BUCKET}},
         # the speaker on the right of the stage: entering it is an event, with a highlight
-        # and a clip; leaving (or the camera cutting away) closes it
+        # and a clip; leaving (or the camera cutting away) closes it; staying half a second
+        # is a dwell, which lasts until then
         "events": {"cameras": {"demo-cam-*": {"rules": [
-            {"type": "zone", "name": "stage", "polygon": STAGE_ZONE}]}},
+            {"type": "zone", "name": "stage", "polygon": STAGE_ZONE},
+            {"type": "dwell", "name": "linger", "zone": "stage", "seconds": 0.5}]}},
             "pre_roll_seconds": 2, "post_roll_seconds": 2},
         "checkpoint": {"table": "kvs-analytics-demo-checkpoints", "worker_id": "demo"},
         "logging": {"level": "WARNING", "status_seconds": 5},
@@ -80,8 +91,11 @@ def demo_config(endpoints: dict, cameras: list[str], models_dir: Path) -> dict:
 
 
 def run_demo(clip: Path, seconds: float, cameras: int, output_dir: Path,
-             models_dir: Path, verbose: bool = False) -> int:
-    """`verbose`: the native libraries' log lines on the terminal, not in native.log."""
+             models_dir: Path, verbose: bool = False, database_url: str | None = None,
+             then: Callable[[LocalStack], None] | None = None) -> int:
+    """`verbose`: the native libraries' log lines on the terminal, not in native.log.
+    `database_url`: the event store to sync from the data stream at the end. `then`: called
+    with the local stack after the summary, while it still serves."""
     if not clip.is_file():
         print(f"demo: clip {clip} not found; pass --clip PATH (any video PyAV reads)",
               file=sys.stderr)
@@ -94,13 +108,15 @@ def run_demo(clip: Path, seconds: float, cameras: int, output_dir: Path,
     print(f"outputs go to {output_dir.resolve()}/ (a previous run's are removed first)"
           + ("" if verbose else f"; native MediaPipe/LiteRT log lines to {NATIVE_LOG} there"))
     with native_logs_to(None if verbose else output_dir / NATIVE_LOG):
-        return _run(clip, seconds, cameras, output_dir, models_dir)
+        return _run(clip, seconds, cameras, output_dir, models_dir, database_url, then)
 
 
-def _run(clip: Path, seconds: float, cameras: int, output_dir: Path, models_dir: Path) -> int:
+def _run(clip: Path, seconds: float, cameras: int, output_dir: Path, models_dir: Path,
+         database_url: str | None, then: Callable[[LocalStack], None] | None) -> int:
     from consumer.run import build_processors
     from consumer.streams.status import status_lines
     from consumer.streams.supervisor import StreamSupervisor
+    from infra.local.firehose import FirehoseBridge
     from infra.local.stack import LocalStack
 
     names = [f"demo-cam-{i + 1}" for i in range(cameras)]
@@ -110,12 +126,14 @@ def _run(clip: Path, seconds: float, cameras: int, output_dir: Path, models_dir:
         stack.client("s3").create_bucket(Bucket=BUCKET)
         kinesis = stack.client("kinesis")
         kinesis.create_stream(StreamName=DATA_STREAM, ShardCount=1)
+        firehose = FirehoseBridge(kinesis, stack.client("s3"), DATA_STREAM, BUCKET,
+                                  buffer_seconds=FIREHOSE_BUFFER_SECONDS).start()
         config = load_config(data=demo_config(endpoints, names, models_dir), environ={})
         processors = build_processors(config)
         camera_log = output_dir / "cameras.log"
         cameras_process = subprocess.Popen(
             [sys.executable, "-m", "producer_sim", "run", "--source", str(clip),
-             "--cameras", str(cameras), *sum((["--stream", n] for n in names), []),
+             "--cameras", str(cameras), *[arg for n in names for arg in ("--stream", n)],
              "--endpoint-url", endpoints["kinesisvideo"], "--create-stream",
              "--duration", f"{seconds:.0f}"],
             stdout=camera_log.open("w"), stderr=subprocess.STDOUT, cwd=REPO)
@@ -140,7 +158,44 @@ def _run(clip: Path, seconds: float, cameras: int, output_dir: Path, models_dir:
         service.shutdown()
         for processor in processors:
             processor.close()
-        return _summarise(stack, service, names, output_dir)
+        firehose.stop()
+        code = _summarise(stack, service, names, output_dir)
+        if not _downstream(stack, output_dir, database_url):
+            code = 1
+        if then is not None:
+            then(stack)
+        return code
+
+
+def _downstream(stack, output_dir: Path, database_url: str | None) -> bool:
+    """Copy the lake to `output_dir/lake` and, given a database, sync the event store; print
+    how to look at both. False when the store could not be synced."""
+    from consumer.lake.sync import sync_lake
+    lake = output_dir / "lake"
+    fetched, _kept = sync_lake(stack.client("s3"), BUCKET, "", lake)
+    print(f"\nlake: {fetched} objects (the records as Firehose delivers them, and the pose "
+          f"sequences) copied to {lake}/; SQL over them:")
+    print(f"  kvs-analytics query --lake {lake} --report events-per-hour")
+    print(f"  kvs-analytics query --lake {lake} "
+          f"\"SELECT stream, count(*) AS frames, sum(persons) AS persons FROM frames GROUP BY 1\"")
+    if not database_url:
+        print("event store: not synced (pass --database-url, or set "
+              "KVS_ANALYTICS_DATABASE_URL, for a PostgreSQL server)")
+        return True
+    from consumer.store.database_url import display_dsn
+    from consumer.store.sync import sync
+    from consumer.store.writer import StoreUnavailable, StoreWriter
+    writer = StoreWriter(database_url, attempts=2)
+    try:
+        totals = sync(writer, stack.client("kinesis"), DATA_STREAM).totals
+    except StoreUnavailable as err:
+        print(f"event store: {err}", file=sys.stderr)
+        return False
+    finally:
+        writer.close()
+    print(f"event store: {totals.records} records filed ({totals.events} event records) into "
+          f"{display_dsn(database_url)}; kvs-analytics serve --database-url URL serves them")
+    return True
 
 
 def _wait_for_streams(stack, names: list[str], timeout: float = 30) -> None:

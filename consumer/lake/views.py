@@ -26,7 +26,7 @@ _SOURCE = ("coalesce(to_json(InputInformation) ->> '$.KinesisVideo.{field}', "
            "to_json(InputInformation) ->> '$.File.{field}')")
 
 FRAMES = f"""
-SELECT stream, date, RecordId AS record_id,
+SELECT stream, date, CAST(RecordId AS VARCHAR) AS record_id,
        {_SOURCE.format(field='FragmentNumber')} AS fragment_number,
        CAST({_SOURCE.format(field='FrameIndex')} AS BIGINT) AS frame_index,
        Frame.ProducerTime AS producer_time, Frame.Width AS width, Frame.Height AS height,
@@ -48,7 +48,7 @@ SELECT stream, date, record_id, fragment_number, frame_index, producer_time,
        p.BoundingBox.Top AS top, p.BoundingBox.Width AS width, p.BoundingBox.Height AS height
 FROM (SELECT *, unnest(person_list) AS p FROM frames_all)"""
 EVENTS = f"""
-SELECT stream, date, EventId AS event_id, EventType AS event_type, Rule AS rule,
+SELECT stream, date, CAST(EventId AS VARCHAR) AS event_id, EventType AS event_type, Rule AS rule,
        Status AS status, TrackId AS track_id, StartTimestamp AS start_time,
        EndTimestamp AS end_time, Confidence AS confidence, to_json(Details) AS details,
        Highlight::JSON ->> '$.Key' AS highlight_key, Clip::JSON ->> '$.Key' AS clip_key,
