@@ -361,3 +361,14 @@ def test_kcl_without_amazon_kclpy_says_how_to_install_it(database, capsys):
         assert "pip install 'kvs-analytics[kcl]'" in capsys.readouterr().err
     else:
         pytest.skip("amazon_kclpy is installed here: nothing to hint")
+
+
+def test_the_kcl_properties_start_this_processor():
+    properties = dict(
+        line.split(" = ", 1) for line in
+        (Path(__file__).parents[1] / "infra" / "kcl" / "event-store.properties")
+        .read_text().splitlines() if line and not line.startswith("#"))
+    program, *argv = properties["executableName"].split()
+    assert program == "kvs-analytics"
+    assert cli.build_parser().parse_args(argv).handler.__name__ == "run_kcl"
+    assert properties["initialPositionInStream"] == "TRIM_HORIZON"
