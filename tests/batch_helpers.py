@@ -169,3 +169,26 @@ def in_process(*argv: str) -> tuple[int, str, str]:
         except SystemExit as exit_:  # argparse's errors
             rc = exit_.code
     return rc, out.getvalue(), err.getvalue()
+
+
+def speaker_records_batch(tmp: Path, stack=None, data_stream: str | None = None,
+                          bucket: str | None = None, max_frames: int = 600):
+    """Batch mode over the first 20 s of the speaker capture with the demo's rules (its stage
+    zone, and a dwell of 0.5 s in it: he enters at 11.8 s and is lost at 13.3 s), its outputs to
+    `tmp/out` and, given the local stack, its records to `data_stream` and its objects to
+    `bucket` there. The BatchResult."""
+    from consumer.demo import STAGE_ZONE
+    from kvs_analytics import BatchPipeline, batch_config
+    sections: dict = {"events": {"cameras": {"*": {"rules": [
+        {"type": "zone", "name": "stage", "polygon": STAGE_ZONE},
+        {"type": "dwell", "name": "linger", "zone": "stage", "seconds": 0.5}]}}}}
+    if stack is not None:
+        sections["aws"] = {"region": stack.region, "endpoints": {
+            "s3": stack.endpoints["s3"], "kinesis": stack.endpoints["kinesis"]}}
+    if data_stream:
+        sections["outputs"] = {"kinesis": {"stream": data_stream, "linger_ms": 20}}
+    config = batch_config(write_config(tmp / "batch.yaml", **sections), max_frames=max_frames,
+                          s3_bucket=bucket, environ={})
+    result = BatchPipeline(config, tmp / "out").run([CAPTURES / SOURCE])
+    assert result.ok, result
+    return result

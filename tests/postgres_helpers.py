@@ -10,10 +10,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 
 
@@ -58,3 +60,12 @@ def postgres_server() -> Iterator[str]:
         subprocess.run([*run_as, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate",
                         "stop"], capture_output=True, check=False)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def fresh_database(server: str, name: str | None = None) -> str:
+    """A new, empty database on the server (`name`, else a random one): its connection string."""
+    name = name or f"test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+    return server.replace("dbname=postgres", f"dbname={name}")

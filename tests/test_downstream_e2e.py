@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import httpx
 import psycopg
@@ -35,16 +34,9 @@ from consumer.api.app import create_app
 from consumer.api.settings import ApiSettings
 from consumer.demo import BUCKET, DATA_STREAM, read_all_records, run_demo
 from consumer.lake.views import open_lake
-from tests.postgres_helpers import postgres_server
+from tests.postgres_helpers import fresh_database, postgres_server
 
 pytestmark = pytest.mark.slow
-
-
-def fresh_database(server: str) -> str:
-    name = f"e2e_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    return server.replace("dbname=postgres", f"dbname={name}")
 
 
 def kill_a_sync_after_it_filed(stack, database: str) -> None:

@@ -26,20 +26,16 @@ import sys
 import tarfile
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from consumer import cli
-from consumer.demo import STAGE_ZONE
 from infra.local.resources import create_resources
 from infra.local.stack import LocalStack
-from kvs_analytics import BatchPipeline, batch_config
-from tests.batch_helpers import write_config
-from tests.conftest import CAPTURES
-from tests.postgres_helpers import postgres_server
+from tests.batch_helpers import speaker_records_batch
+from tests.postgres_helpers import fresh_database, postgres_server
 
 DATA_STREAM = "video-analytics"
 
@@ -64,17 +60,7 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sync")
     with LocalStack() as stack:
         create_resources(stack, DATA_STREAM, DATA_STREAM, [])
-        config_file = write_config(
-            tmp / "batch.yaml",
-            aws={"region": stack.region, "endpoints": {"s3": stack.endpoints["s3"],
-                                                       "kinesis": stack.endpoints["kinesis"]}},
-            outputs={"kinesis": {"stream": DATA_STREAM, "linger_ms": 20}},
-            events={"cameras": {"*": {"rules": [
-                {"type": "zone", "name": "stage", "polygon": STAGE_ZONE},
-                {"type": "dwell", "name": "linger", "zone": "stage", "seconds": 0.5}]}}})
-        config = batch_config(config_file, max_frames=600, s3_bucket=DATA_STREAM, environ={})
-        result = BatchPipeline(config, tmp / "out").run([CAPTURES / "vogels_330.mkv"])
-        assert result.ok, result
+        speaker_records_batch(tmp, stack, data_stream=DATA_STREAM, bucket=DATA_STREAM)
         stack.client("kinesis").put_record(StreamName=DATA_STREAM, Data=b"{not json",
                                            PartitionKey="garbage")
         yield stack
@@ -88,10 +74,7 @@ def server():
 
 @pytest.fixture
 def database(server) -> str:
-    name = f"sync_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    return server.replace("dbname=postgres", f"dbname={name}")
+    return fresh_database(server)
 
 
 def sync(stack, database: str, *extra: str, stream: str = DATA_STREAM) -> tuple[int, str]:

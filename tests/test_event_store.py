@@ -10,25 +10,17 @@ import json
 import psycopg
 import pytest
 
-from consumer.demo import STAGE_ZONE
 from consumer.store import events as store
 from consumer.store.schema import migrate, migrations
-from kvs_analytics import BatchPipeline, batch_config
-from tests.batch_helpers import write_config
-from tests.conftest import CAPTURES
-from tests.postgres_helpers import postgres_server
+from tests.batch_helpers import speaker_records_batch
+from tests.postgres_helpers import fresh_database, postgres_server
 
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory) -> list[dict]:
     """The frame and event records of the first 20 s of the speaker capture."""
     tmp = tmp_path_factory.mktemp("store")
-    config_file = write_config(tmp / "batch.yaml", events={"cameras": {"*": {"rules": [
-        {"type": "zone", "name": "stage", "polygon": STAGE_ZONE},
-        {"type": "dwell", "name": "linger", "zone": "stage", "seconds": 0.5}]}}})
-    config = batch_config(config_file, max_frames=600, environ={})
-    result = BatchPipeline(config, tmp / "out").run([CAPTURES / "vogels_330.mkv"])
-    assert result.ok, result
+    speaker_records_batch(tmp)
     [path] = (tmp / "out" / "records").rglob("records.jsonl")
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -41,11 +33,7 @@ def server():
 
 @pytest.fixture
 def conn(server):
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS store_test")
-        admin.execute("CREATE DATABASE store_test")
-    with psycopg.connect(server.replace("dbname=postgres", "dbname=store_test"),
-                         autocommit=True) as connection:
+    with psycopg.connect(fresh_database(server), autocommit=True) as connection:
         migrate(connection)
         yield connection
 

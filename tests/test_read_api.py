@@ -25,15 +25,13 @@ from starlette.testclient import TestClient
 from consumer import cli
 from consumer.api.app import create_app
 from consumer.api.settings import ApiSettings
-from consumer.demo import STAGE_ZONE
 from consumer.store import events as store
 from consumer.store.schema import migrate
 from infra.local.resources import create_resources
 from infra.local.stack import LocalStack
-from kvs_analytics import BatchPipeline, batch_config
-from tests.batch_helpers import write_config
-from tests.conftest import CAPTURES, REPO
-from tests.postgres_helpers import postgres_server
+from tests.batch_helpers import speaker_records_batch
+from tests.conftest import REPO
+from tests.postgres_helpers import fresh_database, postgres_server
 
 BUCKET = "video-analytics"
 EXPIRY = 60  # the batch presigned its records' URLs for an hour: ours must differ
@@ -45,25 +43,10 @@ def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("read-api")
     with LocalStack() as stack, postgres_server() as server:
         create_resources(stack, BUCKET, BUCKET, [])
-        config_file = write_config(
-            tmp / "batch.yaml",
-            aws={"region": stack.region, "endpoints": {"s3": stack.endpoints["s3"]}},
-            events={"cameras": {"*": {"rules": [
-                {"type": "zone", "name": "stage", "polygon": STAGE_ZONE},
-                {"type": "dwell", "name": "linger", "zone": "stage", "seconds": 0.5}]}}})
-        config = batch_config(config_file, max_frames=600, s3_bucket=BUCKET, environ={})
-        result = BatchPipeline(config, tmp / "out").run([CAPTURES / "vogels_330.mkv"])
-        assert result.ok, result
+        speaker_records_batch(tmp, stack, bucket=BUCKET)
         [path] = (tmp / "out" / "records").rglob("records.jsonl")
         records = [json.loads(line) for line in path.read_text().splitlines()]
         yield stack, records, server
-
-
-def fresh_database(server: str, name: str = "api_test") -> str:
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {name}")
-    return server.replace("dbname=postgres", f"dbname={name}")
 
 
 @pytest.fixture
