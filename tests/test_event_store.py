@@ -63,6 +63,10 @@ def test_every_record_is_filed_once_and_a_replay_writes_nothing(conn, records):
     assert frame_count == len(frames)
     assert person_count == sum(len(r["Persons"]) for r in frames)
     assert event_count == sum(r["Status"] in ("instant", "started") for r in event_records)
+    assert conn.execute("SELECT count(*), sum(jsonb_array_length(persons)), count(image_key)"
+                        " FROM frames").fetchone() == (
+        len(frames), sum(len(r["Persons"]) for r in frames),
+        sum(bool(r.get("Frames")) for r in frames))
     ids = {r["EventId"] for r in event_records}
     rows = dict(conn.execute("SELECT event_id::text, status FROM events").fetchall())
     assert set(rows) == ids
@@ -91,18 +95,21 @@ def test_a_lasting_event_closes_whichever_record_comes_first(conn, records):
 def test_a_bad_record_is_kept_aside_and_the_rest_filed(conn, records):
     bad = [b"not json", {"RecordType": "Frame", "RecordId": "x"},
            {**records[0], "RecordId": None},
-           {**next(r for r in records if r["RecordType"] == "Event"), "EventId": None}]
+           {**next(r for r in records if r["RecordType"] == "Event"), "EventId": None},
+           {**(frame := next(r for r in records if r["RecordType"] == "Frame")),
+            "Persons": "none"}]
     applied = store.apply(conn, [*records[:5], *bad])
-    assert (applied.records, applied.rejected) == (5, 4)
+    assert (applied.records, applied.rejected) == (5, 5)
     reasons = [row[0] for row in conn.execute("SELECT reason FROM rejected_records")]
     assert sorted(reasons) == sorted([
         "not JSON: b'not json'",
         "record 'x': no RecordId (a UUID) or InputInformation",
         "record None: no RecordId (a UUID) or InputInformation",
-        f"event record {bad[3]['RecordId']}: no EventId"])
+        f"event record {bad[3]['RecordId']}: no EventId",
+        f"frame record {frame['RecordId']}: Persons is not a list of objects"])
     again = store.apply(conn, bad)  # replayed: nothing added
-    assert again.rejected == 4
-    assert conn.execute("SELECT count(*) FROM rejected_records").fetchone() == (4,)
+    assert again.rejected == 5
+    assert conn.execute("SELECT count(*) FROM rejected_records").fetchone() == (5,)
     assert conn.execute("SELECT count(*) FROM applied_records").fetchone() == (5,)
 
 

@@ -204,6 +204,52 @@ def test_one_event_with_its_latest_record(world, client):
         dwell["EventId"]
 
 
+def test_the_cameras_thumbnail_is_its_latest_frame_jpeg(world, client):
+    stack, records, _server = world
+    [camera] = client.get("/cameras").json()["cameras"]
+    with_images = [r for r in records if r["RecordType"] == "Frame" and r.get("Frames")]
+    latest = max(with_images, key=record_time)
+    thumbnail = camera["thumbnail"]
+    assert thumbnail["key"] == latest["Frames"][0]["Key"]
+    assert thumbnail["time"] == pytest.approx(record_time(latest))
+    fetched = httpx.get(thumbnail["url"], timeout=10)
+    assert fetched.status_code == 200 and fetched.content[:2] == b"\xff\xd8"
+    assert fetched.content == stack.client("s3").get_object(
+        Bucket=BUCKET, Key=thumbnail["key"])["Body"].read()
+
+
+def test_events_across_cameras_and_the_frames_around_one(world, client):
+    _stack, records, _server = world
+    everything = client.get("/events").json()
+    assert [e["event_id"] for e in everything["events"]] == [
+        e["event_id"] for e in client.get(f"/cameras/{stream_of(records)}/events").json()[
+            "events"]]
+    dwell = client.get("/events", params={"type": "dwell"}).json()["events"]
+    [ended] = [e for e in dwell if e["status"] == "ended"]
+    around = client.get(f"/events/{ended['event_id']}/frames", params={"seconds": 1}).json()
+    frames = [r for r in records if r["RecordType"] == "Frame"
+              and ended["start_time"] - 1 <= record_time(r) <= ended["end_time"] + 1]
+    assert [f["record_id"] for f in around["frames"]] == [r["RecordId"] for r in frames]
+    tracked = [p for f in around["frames"] for p in f["persons"] if p["TrackId"] is not None]
+    assert tracked and all(set(p["BoundingBox"]) == {"Left", "Top", "Width", "Height"}
+                           for p in tracked)
+    assert any(f["image"] and f["image"]["url"] for f in around["frames"])
+    assert client.get(f"/events/{ended['event_id']}/frames",
+                      params={"seconds": 90}).status_code == 400
+
+
+def test_per_minute_counts_of_a_camera(world, client):
+    _stack, records, _server = world
+    frames = [r for r in records if r["RecordType"] == "Frame"]
+    counts = client.get(f"/cameras/{stream_of(records)}/counts").json()
+    assert sum(m["frames"] for m in counts["minutes"]) == len(frames)
+    assert sum(m["persons"] for m in counts["minutes"]) == sum(len(r["Persons"]) for r in frames)
+    empty = client.get(f"/cameras/{stream_of(records)}/counts",
+                       params={"from": 10_000, "to": 20_000}).json()
+    assert empty["minutes"] == []
+    assert client.get("/cameras/nobody/counts").status_code == 404
+
+
 def test_an_object_in_a_folder_has_no_url(world, client, dsn):
     _stack, records, _server = world
     record = dict(next(r for r in records if r["RecordType"] == "Event"))

@@ -6,6 +6,13 @@
                                          from <= start_time < to; limit 1..1000 (100);
                                          more: further events match
     GET /events/{id}                    event, with its "record" (the latest, as delivered)
+    GET /events?from=&to=&type=&limit=  {"from", "to", "type", "limit", "more", "events"}:
+                                         every camera's, by start time
+    GET /events/{id}/frames?seconds=    {"event_id", "frames": [frame, ...]}: the camera's
+                                         frame records from `seconds` (5; 0..60) before the
+                                         event to as long after it ended (or started)
+    GET /cameras/{stream}/counts        {"stream", "from", "to", "minutes": [{minute, frames,
+        ?from=&to=                       persons, events}]}; default: the last hour of data
     GET /health                         200 {"status": "ok"}; 503 when the database is not
 
 Errors are JSON {"error": "..."}: 400 a bad parameter (the message names it and what was
@@ -34,6 +41,8 @@ from consumer.store.database_url import redact
 
 log = logging.getLogger("consumer.api")
 EVENT_PARAMETERS = ("from", "to", "type", "limit")
+MAX_FRAMES = 500  # frame records around one event
+COUNT_SPAN = 3600.0  # seconds of counts when no range is given
 
 
 def create_app(settings: ApiSettings, s3_client=None) -> Starlette:
@@ -53,18 +62,12 @@ def create_app(settings: ApiSettings, s3_client=None) -> Starlette:
     def list_cameras(request: Request) -> JSONResponse:
         with database() as conn:
             rows = queries.cameras(conn)
-        return _json({"cameras": [render.camera(row) for row in rows]})
+        return _json({"cameras": [render.camera(row, presigner) for row in rows]})
 
     def camera_events(request: Request) -> JSONResponse:
         stream = params.stream(request.path_params["stream"])
-        query = request.query_params
-        for name in query:
-            if name not in EVENT_PARAMETERS:
-                raise params.BadParameter(f"{name}: not a parameter; expected "
-                                          f"{', '.join(EVENT_PARAMETERS)}")
-        start, end = params.time("from", query.get("from")), params.time("to", query.get("to"))
-        if start is not None and end is not None and start > end:
-            raise params.BadParameter(f"from: {start} is after to ({end})")
+        query = params.only(request.query_params, EVENT_PARAMETERS)
+        start, end = params.time_range(query)
         event_type = params.event_type(query.get("type"))
         limit = params.limit(query.get("limit"))
         with database() as conn:
@@ -74,6 +77,44 @@ def create_app(settings: ApiSettings, s3_client=None) -> Starlette:
         return _json({"stream": stream, "from": start, "to": end, "type": event_type,
                       "limit": limit, "more": len(rows) > limit,
                       "events": [render.event(row, presigner) for row in rows[:limit]]})
+
+    def all_events(request: Request) -> JSONResponse:
+        query = params.only(request.query_params, EVENT_PARAMETERS)
+        start, end = params.time_range(query)
+        event_type = params.event_type(query.get("type"))
+        limit = params.limit(query.get("limit"))
+        with database() as conn:
+            rows = queries.events_between(conn, start, end, event_type, limit + 1)
+        return _json({"from": start, "to": end, "type": event_type, "limit": limit,
+                      "more": len(rows) > limit,
+                      "events": [render.event(row, presigner) for row in rows[:limit]]})
+
+    def event_frames(request: Request) -> JSONResponse:
+        event_id = params.event_id(request.path_params["event_id"])
+        seconds = params.seconds(params.only(request.query_params, ("seconds",)).get("seconds"))
+        with database() as conn:
+            row = queries.event(conn, event_id)
+            if row is None:
+                raise HTTPException(404, f"id: no event {str(event_id)!r} in the event store")
+            last = row["end_time"] if row["end_time"] is not None else row["start_time"]
+            frames = queries.frames_between(conn, row["stream"], row["start_time"] - seconds,
+                                            last + seconds, MAX_FRAMES)
+        return _json({"event_id": str(event_id), "stream": row["stream"],
+                      "frames": [render.frame(frame, presigner) for frame in frames]})
+
+    def camera_counts(request: Request) -> JSONResponse:
+        stream = params.stream(request.path_params["stream"])
+        start, end = params.time_range(params.only(request.query_params, ("from", "to")))
+        with database() as conn:
+            if not queries.has_camera(conn, stream):
+                raise HTTPException(404, f"stream: no camera {stream!r} in the event store")
+            if end is None:
+                end = (queries.cameras_last_seen(conn, stream) or 0.0) + 60.0
+            start = end - COUNT_SPAN if start is None else start
+            rows = queries.minute_counts(conn, start, end, stream)
+        return _json({"stream": stream, "from": start, "to": end, "minutes": [
+            {key: row[key] for key in ("minute", "frames", "persons", "events")}
+            for row in rows]})
 
     def one_event(request: Request) -> JSONResponse:
         event_id = params.event_id(request.path_params["event_id"])
@@ -108,7 +149,10 @@ def create_app(settings: ApiSettings, s3_client=None) -> Starlette:
     return Starlette(
         routes=[Route("/cameras", list_cameras),
                 Route("/cameras/{stream}/events", camera_events),
+                Route("/cameras/{stream}/counts", camera_counts),
+                Route("/events", all_events),
                 Route("/events/{event_id}", one_event),
+                Route("/events/{event_id}/frames", event_frames),
                 Route("/health", health)],
         exception_handlers={params.BadParameter: bad_parameter, psycopg.Error: database_error,
                             HTTPException: http_error})

@@ -62,6 +62,31 @@ def time(name: str, value: str | None) -> float | None:
     return seconds
 
 
+def only(query, names: tuple[str, ...]):
+    """`query` (the request's query parameters) when it holds no other names."""
+    for name in query:
+        if name not in names:
+            raise BadParameter(f"{name}: not a parameter; expected {', '.join(names)}")
+    return query
+
+
+def time_range(query) -> tuple[float | None, float | None]:
+    """`from` and `to` (either may be absent), from not after to."""
+    start, end = time("from", query.get("from")), time("to", query.get("to"))
+    if start is not None and end is not None and start > end:
+        raise BadParameter(f"from: {start} is after to ({end})")
+    return start, end
+
+
+def seconds(value: str | None, default: float = 5.0, most: float = 60.0) -> float:
+    if value is None:
+        return default
+    number = float(value) if NUMBER.fullmatch(value.strip()) else math.nan
+    if not 0 <= number <= most:
+        raise BadParameter(f"seconds: expected a number 0..{most:g}, got {value[:80]!r}")
+    return number
+
+
 def event_type(value: str | None) -> str | None:
     if value is None:
         return None

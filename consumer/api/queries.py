@@ -6,6 +6,9 @@
 - `camera_events`: one camera's events by start time, `start <= start_time < end`, through the
   index events_by_camera_and_time (stream, start_time).
 - `event`: one event by id, with the record that last changed it.
+- `events_between`: every camera's events by start time (the index events_by_time).
+- `frames_between`: one camera's frame records in a time range (frames_by_camera_and_time).
+- `minute_counts`: frames, persons and events per camera per minute (camera_minutes' key).
 Ids and names are validated by the caller; this module only binds them as parameters.
 """
 
@@ -26,11 +29,16 @@ SELECT c.stream, c.first_seen, c.last_seen,
        (SELECT count(*) FROM events e WHERE e.stream = c.stream) AS events,
        p.last_producer_time, p.last_fragment, p.records,
        extract(epoch FROM m.minute)::double precision AS last_minute,
-       m.frames AS last_minute_frames, m.persons AS last_minute_persons
+       m.frames AS last_minute_frames, m.persons AS last_minute_persons,
+       f.image_bucket AS thumbnail_bucket, f.image_key AS thumbnail_key,
+       f.producer_time AS thumbnail_time
 FROM cameras c
 LEFT JOIN stream_progress p ON p.stream = c.stream
 LEFT JOIN LATERAL (SELECT minute, frames, persons FROM camera_minutes
                    WHERE stream = c.stream ORDER BY minute DESC LIMIT 1) m ON true
+LEFT JOIN LATERAL (SELECT image_bucket, image_key, producer_time FROM frames
+                   WHERE stream = c.stream AND image_key IS NOT NULL
+                   ORDER BY producer_time DESC LIMIT 1) f ON true
 ORDER BY c.stream"""
 
 
@@ -43,6 +51,11 @@ def cameras(conn) -> list[dict]:
 def has_camera(conn, stream: str) -> bool:
     return conn.execute("SELECT 1 FROM cameras WHERE stream = %s", (stream,)).fetchone() \
         is not None
+
+
+def cameras_last_seen(conn, stream: str) -> float | None:
+    row = conn.execute("SELECT last_seen FROM cameras WHERE stream = %s", (stream,)).fetchone()
+    return None if row is None else row[0]
 
 
 def camera_events(conn, stream: str, start: float | None, end: float | None,
@@ -73,3 +86,41 @@ def event(conn, event_id: uuid.UUID) -> dict | None:
 def ping(conn) -> None:
     """Raises psycopg.Error unless the database answers."""
     conn.execute("SELECT 1").fetchone()
+
+
+def events_between(conn, start: float | None, end: float | None, event_type: str | None,
+                   limit: int) -> list[dict]:
+    """Up to `limit` events of every camera with `start <= start_time < end`, by start time."""
+    where = [sql.SQL("true")]
+    if start is not None:
+        where.append(sql.SQL("start_time >= %(start)s"))
+    if end is not None:
+        where.append(sql.SQL("start_time < %(end)s"))
+    if event_type is not None:
+        where.append(sql.SQL("event_type = %(type)s"))
+    query = sql.SQL("SELECT {} FROM events WHERE {} ORDER BY start_time, event_id "
+                    "LIMIT %(limit)s").format(EVENT_COLUMNS, sql.SQL(" AND ").join(where))
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, {"start": start, "end": end, "type": event_type,
+                                   "limit": limit}).fetchall()
+
+
+def frames_between(conn, stream: str, start: float, end: float, limit: int) -> list[dict]:
+    """Up to `limit` frame records of `stream` with `start <= producer_time <= end`, by time."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT record_id, producer_time, fragment, frame_index, width, height, persons,"
+            " image_bucket, image_key FROM frames WHERE stream = %s"
+            " AND producer_time BETWEEN %s AND %s ORDER BY producer_time LIMIT %s",
+            (stream, start, end, limit)).fetchall()
+
+
+def minute_counts(conn, start: float, end: float, stream: str | None = None) -> list[dict]:
+    """Per camera (or `stream` only) per minute in [start, end): frames, persons, events."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT stream, extract(epoch FROM minute)::double precision AS minute, frames,"
+            " persons, events FROM camera_minutes"
+            " WHERE minute >= to_timestamp(%(start)s) AND minute < to_timestamp(%(end)s)"
+            " AND (%(stream)s::text IS NULL OR stream = %(stream)s) ORDER BY stream, minute",
+            {"start": start, "end": end, "stream": stream}).fetchall()

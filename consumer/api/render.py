@@ -52,7 +52,21 @@ def event(row: dict[str, Any], presigner: Presigner) -> dict[str, Any]:
     return out
 
 
-def camera(row: dict[str, Any]) -> dict[str, Any]:
-    out = dict(row)
+def camera(row: dict[str, Any], presigner: Presigner) -> dict[str, Any]:
+    """A camera; `thumbnail`: its latest frame JPEG ({bucket, key, url, url_expires_at, time}),
+    or null when none was written."""
+    out = {key: value for key, value in row.items() if not key.startswith("thumbnail_")}
     out["last_fragment"] = fragment(row["last_fragment"])
+    out["thumbnail"] = presigner.media(row["thumbnail_bucket"], row["thumbnail_key"])
+    if out["thumbnail"] is not None:
+        out["thumbnail"]["time"] = row["thumbnail_time"]
     return out
+
+
+def frame(row: dict[str, Any], presigner: Presigner) -> dict[str, Any]:
+    """A frame record: time, fragment (a decimal string), index, size, persons (TrackId,
+    Confidence, BoundingBox as ratios of the picture) and its JPEG, presigned."""
+    return {"record_id": str(row["record_id"]), "producer_time": row["producer_time"],
+            "fragment": fragment(row["fragment"]), "frame_index": row["frame_index"],
+            "width": row["width"], "height": row["height"], "persons": row["persons"],
+            "image": presigner.media(row["image_bucket"], row["image_key"])}

@@ -4,7 +4,8 @@ Records come as the data stream holds them (bytes of JSON) or parsed. For each r
 applied before (its RecordId inserted into `applied_records`; a record id already there makes
 the record a no-op, so a replayed shard writes nothing twice):
 - its camera (stream name, or a batch file's video id) is created or its seen-times widened;
-- a frame record adds one frame and its persons to the camera's minute (`camera_minutes`);
+- a frame record adds one frame and its persons to the camera's minute (`camera_minutes`), and
+  is kept in `frames` (its persons' boxes and tracks, its JPEG's key; not the landmarks);
 - an event record creates or updates its event (one row per EventId: a lasting event's `ended`
   record closes the row its `started` one opened, in whichever order they come), and counts
   once in its minute;
@@ -58,6 +59,11 @@ ON CONFLICT (stream) DO UPDATE SET
                                   EXCLUDED.last_producer_time),
     last_fragment = greatest(stream_progress.last_fragment, EXCLUDED.last_fragment),
     records = stream_progress.records + 1, updated_at = now()"""
+ADD_FRAME = """
+INSERT INTO frames (record_id, stream, producer_time, fragment, frame_index, width, height,
+                    persons, image_bucket, image_key)
+VALUES (%(record_id)s, %(stream)s, %(producer_time)s, %(fragment)s, %(frame_index)s, %(width)s,
+        %(height)s, %(persons)s, %(image_bucket)s, %(image_key)s)"""
 REJECT = """
 INSERT INTO rejected_records (digest, reason, data) VALUES (%s, %s, %s)
 ON CONFLICT (digest) DO NOTHING"""
@@ -113,6 +119,7 @@ def apply(conn, records: Iterable[dict | bytes]) -> Applied:
                 conn.execute(ADD_TO_MINUTE, {**facts, "frames": 1,
                                              "persons": len(record.get("Persons") or []),
                                              "events": 0})
+                conn.execute(ADD_FRAME, _frame(record, facts))
             else:
                 applied.events += 1
                 conn.execute(UPSERT_EVENT, _event(record, facts))
@@ -140,6 +147,11 @@ def _row(record) -> tuple[dict, dict]:
     record_id = record.get("RecordId")
     if not isinstance(origin, dict) or not _is_uuid(record_id):
         raise BadRecord(f"record {record_id!r}: no RecordId (a UUID) or InputInformation")
+    if record["RecordType"] == "Frame":
+        for name in ("Persons", "Frames"):
+            items = record.get(name) or []
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise BadRecord(f"frame record {record_id}: {name} is not a list of objects")
     if record["RecordType"] == "Event":
         missing = [name for name in EVENT_FIELDS if record.get(name) is None]
         if missing or not _is_uuid(record["EventId"]):
@@ -160,6 +172,22 @@ def _is_uuid(value) -> bool:
     except (TypeError, ValueError, AttributeError):
         return False
     return True
+
+
+def _frame(record: dict, facts: dict) -> dict:
+    frame = record.get("Frame") if isinstance(record.get("Frame"), dict) else {}
+    origin = record["InputInformation"]
+    image = next(iter(record.get("Frames") or []), {})
+    persons = [{key: person.get(key) for key in ("TrackId", "Confidence", "BoundingBox")}
+               for person in record.get("Persons") or []]
+    return {"record_id": facts["record_id"], "stream": facts["stream"],
+            "producer_time": facts["time"],
+            "fragment": facts["fragment"],
+            "frame_index": (origin.get("KinesisVideo") or origin.get("File"))
+            .get("FrameIndex"),
+            "width": frame.get("Width"), "height": frame.get("Height"),
+            "persons": json.dumps(persons), "image_bucket": image.get("Bucket"),
+            "image_key": image.get("Key") or image.get("Path")}
 
 
 def _event(record: dict, facts: dict) -> dict:
