@@ -304,6 +304,21 @@ class Batch(Model):
         return out
 
 
+class Console(Model):
+    """`kvs-analytics serve`: the read API and the events console (consumer.api,
+    consumer.console)."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="loopback: this machine only")
+    port: int = Field(8080, ge=0, le=65535)
+    url_expiry: int = Field(900, ge=1, le=3600, description="presigned URLs' lifetime, seconds")
+    password: str | None = Field(
+        None, pattern=r"^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$",
+        description="an scrypt hash from `kvs-analytics serve --hash-password` (never the "
+                    "password itself); none: no login")
+    refresh_seconds: float = Field(5.0, ge=1, le=300,
+                                   description="how often the cameras page updates itself")
+
+
 class Config(Model):
     preset: str | None = Field(None, description="a preset's name (consumer.presets)")
     aws: Aws = Aws()
@@ -315,6 +330,7 @@ class Config(Model):
     logging: Logging = Logging()
     health: Health = Health()
     batch: Batch = Batch()
+    console: Console = Console()
     shutdown_seconds: float = Field(8.0, gt=0, description="drain budget after SIGTERM")
 
     def stream_settings(self, name: str) -> StreamSettings:
