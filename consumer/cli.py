@@ -268,6 +268,12 @@ def add_demo(subparsers: Subparsers) -> None:
                         default=os.environ.get("KVS_ANALYTICS_DATABASE_URL"),
                         help="a PostgreSQL event store to sync from the data stream at the end "
                              "(default: $KVS_ANALYTICS_DATABASE_URL; none: not synced)")
+    parser.add_argument("--console", action="store_true",
+                        help="after the summary, serve the events console over the demo's "
+                             "data until Ctrl-C (without --database-url: on a throwaway "
+                             "PostgreSQL server, which needs Debian's postgresql package)")
+    parser.add_argument("--console-port", type=int, default=8080, metavar="PORT",
+                        help="the console's port on 127.0.0.1 (default %(default)s)")
     parser.set_defaults(handler=_demo)
 
 
@@ -277,7 +283,8 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
     from consumer.demo import run_demo
     return run_demo(args.clip, args.seconds, args.cameras, args.output, args.models_dir,
-                    verbose=args.verbose, database_url=args.database_url)
+                    verbose=args.verbose, database_url=args.database_url,
+                    console=args.console, console_port=args.console_port)
 
 
 # One entry per subcommand.

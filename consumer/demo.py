@@ -15,6 +15,7 @@ instead of the terminal, unless `verbose`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -43,7 +44,8 @@ STAGE_ZONE = [[0.55, 0.2], [0.9, 0.2], [0.9, 0.95], [0.55, 0.95]]  # normalised 
 NATIVE_LOG = "native.log"
 # what a run writes into its output folder; a later run removes these (and nothing else) first
 OUTPUTS = ("records.jsonl", "cameras.log", NATIVE_LOG, "s3", "lake")
-FIREHOSE_BUFFER_SECONDS = 5.0  # the demo's lake fills while it runs, not only at the end
+FIREHOSE_BUFFER_SECONDS = 5.0
+CONSOLE_PORT = 8080  # the demo's lake fills while it runs, not only at the end
 MARKER = ".kvs-analytics-demo"  # says the folder's s3/ is the demo's own, to be cleared
 
 
@@ -92,10 +94,13 @@ def demo_config(endpoints: dict, cameras: list[str], models_dir: Path) -> dict:
 
 def run_demo(clip: Path, seconds: float, cameras: int, output_dir: Path,
              models_dir: Path, verbose: bool = False, database_url: str | None = None,
-             then: Callable[[LocalStack], None] | None = None) -> int:
+             then: Callable[[LocalStack], None] | None = None, console: bool = False,
+             console_port: int = CONSOLE_PORT) -> int:
     """`verbose`: the native libraries' log lines on the terminal, not in native.log.
     `database_url`: the event store to sync from the data stream at the end. `then`: called
-    with the local stack after the summary, while it still serves."""
+    with the local stack after the summary, while it still serves. `console`: then serve the
+    events console on `console_port` until Ctrl-C, over `database_url` or, without one, a
+    throwaway PostgreSQL server of this machine's (consumer.store.local_postgres)."""
     if not clip.is_file():
         print(f"demo: clip {clip} not found; pass --clip PATH (any video PyAV reads)",
               file=sys.stderr)
@@ -107,12 +112,23 @@ def run_demo(clip: Path, seconds: float, cameras: int, output_dir: Path,
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     print(f"outputs go to {output_dir.resolve()}/ (a previous run's are removed first)"
           + ("" if verbose else f"; native MediaPipe/LiteRT log lines to {NATIVE_LOG} there"))
-    with native_logs_to(None if verbose else output_dir / NATIVE_LOG):
-        return _run(clip, seconds, cameras, output_dir, models_dir, database_url, then)
+    with contextlib.ExitStack() as cleanup:
+        if console and not database_url:
+            from consumer.store.local_postgres import local_postgres
+            try:
+                database_url = cleanup.enter_context(local_postgres())
+            except RuntimeError as err:
+                print(f"demo: --console needs an event store: {err}, or pass --database-url",
+                      file=sys.stderr)
+                return 2
+        with native_logs_to(None if verbose else output_dir / NATIVE_LOG):
+            return _run(clip, seconds, cameras, output_dir, models_dir, database_url, then,
+                        console_port if console else None)
 
 
 def _run(clip: Path, seconds: float, cameras: int, output_dir: Path, models_dir: Path,
-         database_url: str | None, then: Callable[[LocalStack], None] | None) -> int:
+         database_url: str | None, then: Callable[[LocalStack], None] | None,
+         console_port: int | None) -> int:
     from consumer.run import build_processors
     from consumer.streams.status import status_lines
     from consumer.streams.supervisor import StreamSupervisor
@@ -164,7 +180,11 @@ def _run(clip: Path, seconds: float, cameras: int, output_dir: Path, models_dir:
             code = 1
         if then is not None:
             then(stack)
-        return code
+        if console_port is None:
+            print(f"\nconsole: python -m consumer demo --console serves these events at "
+                  f"http://127.0.0.1:{CONSOLE_PORT}/console/ after the summary")
+            return code
+        return _console(stack, config, database_url, console_port) or code
 
 
 def _downstream(stack, output_dir: Path, database_url: str | None) -> bool:
@@ -196,6 +216,23 @@ def _downstream(stack, output_dir: Path, database_url: str | None) -> bool:
     print(f"event store: {totals.records} records filed ({totals.events} event records) into "
           f"{display_dsn(database_url)}; kvs-analytics serve --database-url URL serves them")
     return True
+
+
+def _console(stack, config, database_url: str, port: int) -> int:
+    """Serve the console over the demo's store and stack until Ctrl-C; the exit status."""
+    from consumer.api.cli import Server, serve
+    from consumer.api.settings import ApiSettings
+    from consumer.console.app import create_server
+    from consumer.console.fleet import FleetReader
+    from consumer.console.pages import ConsoleOptions
+    settings = ApiSettings(database_url, config.console.url_expiry, stack.endpoints["s3"],
+                           stack.region, "127.0.0.1", port)
+    options = ConsoleOptions(config.console.refresh_seconds, config.events,
+                             FleetReader(stack.client("dynamodb"), config.checkpoint.table))
+    app = create_server(settings, options, s3_client=stack.client("s3"))
+    print("\nconsole (Ctrl-C stops it and the local stack):")
+    return serve(Server(app, settings), on_listening=lambda url: print(
+        f"  {url}console/", flush=True))
 
 
 def _wait_for_streams(stack, names: list[str], timeout: float = 30) -> None:

@@ -101,3 +101,29 @@ def save_screenshot(driver, name: str) -> Path:
 def console_errors(driver) -> list[dict]:
     """The browser console's SEVERE entries (each read once: the log empties when read)."""
     return [entry for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """`app` (ASGI) served by uvicorn in a background thread on a free loopback port: its base
+    URL, without a trailing slash."""
+    import socket
+    import threading
+
+    import uvicorn
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -6,14 +6,11 @@ capture's packets, the way event clips are made."""
 from __future__ import annotations
 
 import io
-import socket
-import threading
 import time
 from pathlib import Path
 
 import av
 import pytest
-import uvicorn
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.responses import FileResponse, HTMLResponse
@@ -21,7 +18,7 @@ from starlette.routing import Route
 
 from consumer.formats.clips import clip_mp4
 from consumer.wire import read_fragments
-from tests.browser_helpers import browser, console_errors, save_screenshot, wait_for
+from tests.browser_helpers import browser, console_errors, save_screenshot, serving, wait_for
 
 WINDOW = (1280, 900)
 
@@ -63,22 +60,8 @@ def site(media) -> str:
         # FileResponse answers Range requests, as a media element expects
         Route("/media/{name}", lambda request: FileResponse(media / request.path_params["name"])),
     ])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving(app) as url:
+        yield url
 
 
 def test_chromium_shows_the_jpeg_and_plays_the_h264_clip(site, media):

@@ -146,7 +146,7 @@ def create_app(settings: ApiSettings, s3_client=None) -> Starlette:
         response.headers.update(err.headers or {})
         return response
 
-    return Starlette(
+    app = Starlette(
         routes=[Route("/cameras", list_cameras),
                 Route("/cameras/{stream}/events", camera_events),
                 Route("/cameras/{stream}/counts", camera_counts),
@@ -156,6 +156,9 @@ def create_app(settings: ApiSettings, s3_client=None) -> Starlette:
                 Route("/health", health)],
         exception_handlers={params.BadParameter: bad_parameter, psycopg.Error: database_error,
                             HTTPException: http_error})
+    # for the console's pages, served by the same application (consumer.console.app)
+    app.state.database, app.state.presigner = database, presigner
+    return app
 
 
 def _json(body: dict, status: int = 200) -> JSONResponse:

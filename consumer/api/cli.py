@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import threading
+from dataclasses import dataclass
 
 from consumer.api import MAX_URL_EXPIRY
 from consumer.store.database_url import DATABASE_URL_ENV
@@ -39,56 +40,105 @@ examples:
 
 def add_serve(subparsers) -> None:
     parser = subparsers.add_parser(
-        "serve", help="the read API over the event store (HTTP, JSON)",
-        description="Serve the event store read-only over HTTP: cameras, their events by time "
-                    "and type, one event, with presigned URLs for highlights and clips.",
+        "serve", help="the events console and the read API over the event store (HTTP)",
+        description="Serve the event store read-only over HTTP: the events console (cameras, "
+                    "timelines, events, search) at /console/, and the JSON read API (cameras, "
+                    "their events by time and type, one event), with presigned URLs for "
+                    "highlights and clips.",
         epilog=SERVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", metavar="DSN",
                         help=f"the event store: a postgresql:// URL or libpq key=value string "
                              f"(default: ${DATABASE_URL_ENV})")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default %(default)s: loopback only)")
-    parser.add_argument("--port", type=int, default=8080,
-                        help="port to listen on (default %(default)s; 0: any free one)")
-    parser.add_argument("--url-expiry", type=int, default=900, metavar="SECONDS",
-                        help=f"presigned URLs' lifetime, 1..{MAX_URL_EXPIRY} "
-                             f"(default %(default)s)")
-    parser.add_argument("--endpoint-url", metavar="URL", help="S3 endpoint (the local stack)")
-    parser.add_argument("--region", help="AWS region (default: the usual chain)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="the consumer's configuration: its console: section (host, port, "
+                             "url_expiry, password), AWS endpoints and region, the lease table "
+                             "(checkpoint.table: owners and lag on the cameras page) and the "
+                             "event rules (zones and lines drawn over highlights)")
+    parser.add_argument("--host", help="address to listen on (default: console.host, "
+                                       "127.0.0.1: loopback only)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: console.port, "
+                                                 "8080; 0: any free one)")
+    parser.add_argument("--url-expiry", type=int, metavar="SECONDS",
+                        help=f"presigned URLs' lifetime, 1..{MAX_URL_EXPIRY} (default: "
+                             f"console.url_expiry, 900)")
+    parser.add_argument("--endpoint-url", metavar="URL", help="S3 endpoint (the local stack; "
+                                                              "default: aws.endpoints.s3)")
+    parser.add_argument("--region", help="AWS region (default: aws.region, the usual chain)")
+    parser.add_argument("--hash-password", action="store_true",
+                        help="ask for a console password and print its hash for "
+                             "console.password, then exit")
     parser.set_defaults(handler=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    if args.hash_password:
+        from consumer.console.auth import prompt_password_hash
+        try:
+            print(prompt_password_hash())
+        except ValueError as err:
+            print(f"serve: {err}", file=sys.stderr)
+            return 2
+        return 0
     database_url = args.database_url or os.environ.get(DATABASE_URL_ENV)
     if not database_url:
         print(f"serve: no event store: pass --database-url or set {DATABASE_URL_ENV}",
               file=sys.stderr)
         return 2
-    from consumer.api.settings import ApiSettings
+    from consumer.cloud.aws import AwsSetupError
+    from consumer.config import ConfigError
     try:
-        settings = ApiSettings(database_url, args.url_expiry, args.endpoint_url, args.region,
-                               args.host, args.port)
-    except ValueError as err:
+        server = build_server(database_url, args)
+    except (ValueError, ConfigError, AwsSetupError) as err:
         print(f"serve: {err}", file=sys.stderr)
         return 2
+    return serve(server)
+
+
+@dataclass
+class Server:
+    app: object
+    settings: object  # ApiSettings
+
+
+def build_server(database_url: str, args: argparse.Namespace) -> Server:
+    """The application for `serve`'s arguments over the configuration file (if any)."""
+    from consumer.api.settings import ApiSettings
+    from consumer.config import Config, load_config
+    from consumer.console.app import create_server
+    from consumer.console.pages import ConsoleOptions
+    config = load_config(args.config) if args.config else Config()
+    console = config.console
+    endpoints = config.aws.endpoints
+    settings = ApiSettings(
+        database_url, args.url_expiry if args.url_expiry is not None else console.url_expiry,
+        args.endpoint_url or endpoints.get("s3"), args.region or config.aws.region,
+        args.host or console.host, args.port if args.port is not None else console.port)
+    fleet = None
+    if args.config:
+        from consumer.cloud.aws import AwsContext
+        from consumer.console.fleet import FleetReader
+        dynamodb = AwsContext(endpoints.get("dynamodb"), settings.region).client("dynamodb")
+        fleet = FleetReader(dynamodb, config.checkpoint.table)
+    options = ConsoleOptions(console.refresh_seconds, config.events if args.config else None,
+                             fleet, config.outputs.s3.prefix if config.outputs.s3 else "")
+    return Server(create_server(settings, options, console.password), settings)
+
+
+def serve(server: Server, on_listening=None) -> int:
+    """Apply the store's migrations, listen, and serve until SIGINT or SIGTERM; the exit
+    status. `on_listening(url)`: called once the socket is bound."""
     import psycopg
     import uvicorn
 
-    from consumer.api.app import create_app
-    from consumer.cloud.aws import AwsSetupError
     from consumer.store.database_url import redact
     from consumer.store.schema import migrate
-    try:
-        app = create_app(settings)
-    except AwsSetupError as err:
-        print(f"serve: {err}", file=sys.stderr)
-        return 2
+    settings = server.settings
     try:
         with psycopg.connect(settings.connect_info(), autocommit=True) as conn:
             applied = migrate(conn)
     except psycopg.Error as err:
         print(f"serve: the event store at {settings.safe_database_url}: "
-              f"{redact(str(err), database_url).strip()}", file=sys.stderr)
+              f"{redact(str(err), settings.database_url).strip()}", file=sys.stderr)
         return 1
     try:
         sock = _listen(settings.host, settings.port)
@@ -100,13 +150,17 @@ def run_serve(args: argparse.Namespace) -> int:
     shown = f"[{host}]" if ":" in host else host
     print(f"serve: event store {settings.safe_database_url}"
           f"{f' (migrations {applied} applied)' if applied else ''}", file=sys.stderr)
-    print(f"serve: listening on http://{shown}:{port}/", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info", server_header=False))
+    url = f"http://{shown}:{port}/"
+    print(f"serve: listening on {url} (the console: {url}console/)", flush=True)
+    if on_listening is not None:
+        on_listening(url)
+    uvicorn_server = uvicorn.Server(uvicorn.Config(server.app, log_level="info",
+                                                  server_header=False))
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the
     # handler that was there before: make that a plain return (exit status 0)
     previous = _on_sigterm(_stop)
     try:
-        server.run(sockets=[sock])
+        uvicorn_server.run(sockets=[sock])
     except (KeyboardInterrupt, _Stopped):
         pass
     finally:

@@ -78,6 +78,14 @@ def time_range(query) -> tuple[float | None, float | None]:
     return start, end
 
 
+def track(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not re.fullmatch(r"\d{1,12}", value.strip()):
+        raise BadParameter(f"track: expected a track id (a whole number), got {value[:80]!r}")
+    return int(value)
+
+
 def seconds(value: str | None, default: float = 5.0, most: float = 60.0) -> float:
     if value is None:
         return default

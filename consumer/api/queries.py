@@ -9,6 +9,7 @@
 - `events_between`: every camera's events by start time (the index events_by_time).
 - `frames_between`: one camera's frame records in a time range (frames_by_camera_and_time).
 - `minute_counts`: frames, persons and events per camera per minute (camera_minutes' key).
+- `person_counts`: the mean persons per frame per camera in buckets of any length (frames).
 Ids and names are validated by the caller; this module only binds them as parameters.
 """
 
@@ -59,10 +60,15 @@ def cameras_last_seen(conn, stream: str) -> float | None:
 
 
 def camera_events(conn, stream: str, start: float | None, end: float | None,
-                  event_type: str | None, limit: int) -> list[dict]:
-    """Up to `limit` events of `stream` with `start <= start_time < end` (None: unbounded) and
-    of `event_type` (None: any), by start time then id."""
+                  event_type: str | None, limit: int, zone: str | None = None,
+                  track: int | None = None) -> list[dict]:
+    """Up to `limit` events of `stream` with `start <= start_time < end` (None: unbounded),
+    of `event_type`, in `zone`, of `track` (None: any), by start time then id."""
     where = [sql.SQL("stream = %(stream)s")]
+    if zone is not None:
+        where.append(sql.SQL("zone = %(zone)s"))
+    if track is not None:
+        where.append(sql.SQL("track_id = %(track)s"))
     if start is not None:
         where.append(sql.SQL("start_time >= %(start)s"))
     if end is not None:
@@ -73,7 +79,8 @@ def camera_events(conn, stream: str, start: float | None, end: float | None,
                     "LIMIT %(limit)s").format(EVENT_COLUMNS, sql.SQL(" AND ").join(where))
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, {"stream": stream, "start": start, "end": end,
-                                   "type": event_type, "limit": limit}).fetchall()
+                                   "type": event_type, "limit": limit, "zone": zone,
+                                   "track": track}).fetchall()
 
 
 def event(conn, event_id: uuid.UUID) -> dict | None:
@@ -124,3 +131,27 @@ def minute_counts(conn, start: float, end: float, stream: str | None = None) -> 
             " WHERE minute >= to_timestamp(%(start)s) AND minute < to_timestamp(%(end)s)"
             " AND (%(stream)s::text IS NULL OR stream = %(stream)s) ORDER BY stream, minute",
             {"start": start, "end": end, "stream": stream}).fetchall()
+
+
+def camera_zones(conn, stream: str) -> list[str]:
+    """The zones `stream`'s events name."""
+    return [row[0] for row in conn.execute(
+        "SELECT DISTINCT zone FROM events WHERE stream = %s AND zone IS NOT NULL ORDER BY 1",
+        (stream,))]
+
+
+def person_counts(conn, start: float, end: float, bucket: float) -> list[dict]:
+    """Per camera, per `bucket` seconds in [start, end): the bucket's start and the mean number
+    of persons in its frames (frames_by_time)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT stream, floor(producer_time / %(bucket)s) * %(bucket)s AS time,"
+            " avg(jsonb_array_length(persons))::double precision AS persons FROM frames"
+            " WHERE producer_time >= %(start)s AND producer_time < %(end)s"
+            " GROUP BY 1, 2 ORDER BY 1, 2",
+            {"start": start, "end": end, "bucket": bucket}).fetchall()
+
+
+def data_extent(conn) -> tuple[float | None, float | None]:
+    """The first and last producer times the store has heard from any camera."""
+    return tuple(conn.execute("SELECT min(first_seen), max(last_seen) FROM cameras").fetchone())

@@ -15,4 +15,5 @@ CREATE TABLE frames (
     image_key      text
 );
 CREATE INDEX frames_by_camera_and_time ON frames (stream, producer_time);
+CREATE INDEX frames_by_time ON frames (producer_time);  -- every camera's frames over a period
 CREATE INDEX camera_minutes_by_minute ON camera_minutes (minute);  -- every camera's counts over a period
