@@ -12,6 +12,8 @@ runs. Each page's screenshot is saved under test-screenshots/ (the README shows 
 - event: the highlight with the stage zone drawn over it, the clip, the raw record;
 - search: the events across cameras and the person-count chart (an SVG plot, one line per
   camera);
+- login (console.password set): a page asks for the password first, refuses a wrong one, and
+  goes where it was asked for after the right one;
 - no page logs a browser error.
 """
 
@@ -27,6 +29,7 @@ import pytest
 from consumer.api.settings import ApiSettings
 from consumer.config import load_config
 from consumer.console.app import create_server
+from consumer.console.auth import hash_password
 from consumer.console.fleet import FleetReader
 from consumer.console.pages import ConsoleOptions
 from consumer.demo import demo_config, run_demo
@@ -35,11 +38,13 @@ from tests.postgres_helpers import fresh_database, postgres_server
 
 pytestmark = pytest.mark.slow
 CAMERAS = ("demo-cam-1", "demo-cam-2")
+PASSWORD = "a long enough shared secret"
 
 
 @pytest.fixture(scope="module")
-def console(models, captures, tmp_path_factory):
-    """The console's base URL while the demo's stack and store are up."""
+def site(models, captures, tmp_path_factory):
+    """The console's base URLs while the demo's stack and store are up: open, and behind a
+    login (console.password)."""
     out = tmp_path_factory.mktemp("console") / "demo-output"
     ready: queue.Queue = queue.Queue()
     done = threading.Event()
@@ -54,8 +59,10 @@ def console(models, captures, tmp_path_factory):
             options = ConsoleOptions(2.0, config.events, FleetReader(
                 stack.client("dynamodb"), config.checkpoint.table))
             app = create_server(settings, options, s3_client=stack.client("s3"))
-            with serving(app) as url:
-                ready.put(url)
+            locked = create_server(settings, options, hash_password(PASSWORD),
+                                   s3_client=stack.client("s3"))
+            with serving(app) as url, serving(locked) as locked_url:
+                ready.put((url, locked_url))
                 done.wait(600)
 
         printed = io.StringIO()
@@ -69,14 +76,19 @@ def console(models, captures, tmp_path_factory):
 
         thread = threading.Thread(target=demo, daemon=True)
         thread.start()
-        url = ready.get(timeout=300)
-        if isinstance(url, Exception):
-            raise url
+        urls = ready.get(timeout=300)
+        if isinstance(urls, Exception):
+            raise urls
         try:
-            yield url
+            yield urls
         finally:
             done.set()
             thread.join(60)
+
+
+@pytest.fixture(scope="module")
+def console(site) -> str:
+    return site[0]
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +172,26 @@ def test_search_lists_events_across_cameras_and_charts_the_person_count(console,
     assert chart["width"] > 100 and chart["height"] > 50, chart
     save_screenshot(driver, "console-search")
     no_errors(driver)
+
+
+def test_behind_a_password_the_console_asks_for_it_first(site, driver):
+    locked = site[1]
+    driver.get(f"{locked}/console/search")
+    wait_for(driver, "location.pathname == '/console/login'")
+    field = driver.find_element("css selector", "input[type=password]")
+    field.send_keys("not it")
+    field.submit()
+    wait_for(driver, "document.querySelector('.error') !== null")
+    assert driver.execute_script("return location.pathname") == "/console/login"
+    field = driver.find_element("css selector", "input[type=password]")
+    field.send_keys(PASSWORD)
+    save_screenshot(driver, "console-login")
+    field.submit()
+    wait_for(driver, "location.pathname == '/console/search' && "
+                     "document.querySelector('svg.chart') !== null")
+    assert PASSWORD not in driver.page_source
+    driver.get(f"{locked}/console/")
+    wait_for(driver, "document.querySelectorAll('.tile').length == 2")
+    # the one error: the wrong password's answer, 401
+    assert [e["message"].split(" - ", 1)[0] for e in console_errors(driver)] == [
+        f"{locked}/console/login"]
