@@ -14,25 +14,33 @@ from consumer.api import MAX_URL_EXPIRY
 from consumer.store.database_url import DATABASE_URL_ENV
 
 SERVE_EPILOG = f"""\
+the console (HTML): /console/ cameras, /console/cameras/STREAM a timeline,
+  /console/events/ID an event, /console/search events and a person-count chart
 endpoints (JSON; errors are {{"error": "..."}}):
-  GET /cameras                         every camera: first/last seen, events, progress
+  GET /cameras                         every camera: first/last seen, events, progress,
+                                       its latest picture
   GET /cameras/STREAM/events           its events by start time; from <= start_time < to
       ?from=&to=&type=&limit=          from/to: seconds since the epoch or ISO 8601 (no
                                        timezone: UTC); type: zone_entry, dwell, ...;
                                        limit 1..1000 (default 100)
+  GET /cameras/STREAM/counts?from=&to= frames, persons and events per minute
+  GET /events?from=&to=&type=&limit=   every camera's events
   GET /events/ID                       one event (a UUID) with its latest record
+  GET /events/ID/frames?seconds=       the frame records around it (persons, boxes)
   GET /health                          200 when the database answers, else 503
-Each event's highlight and clip carry a GET URL presigned for this response (--url-expiry
-seconds, at most {MAX_URL_EXPIRY}); the S3 credentials and region come from the usual chain
-(--endpoint-url and --region for the local stack). The database's migrations are applied at
-start. The default host is loopback: put an authenticating proxy in front before exposing it.
+Each highlight, clip and picture carries a GET URL presigned for this response
+(--url-expiry seconds, at most {MAX_URL_EXPIRY}); the S3 credentials and region come from the
+usual chain (--endpoint-url and --region for the local stack). The database's migrations are
+applied at start. The default host is loopback; before exposing it, set console.password (a
+hash from --hash-password: every page and the API then need a login) and use TLS in front.
 
 exit status: 0 stopped (Ctrl-C or SIGTERM), 1 the database or the port cannot be used,
-2 bad arguments.
+2 bad arguments or configuration.
 
 examples:
   export {DATABASE_URL_ENV}=postgresql://analytics@db.internal/events
-  kvs-analytics serve
+  kvs-analytics serve --config consumer.yaml           # console + API on 127.0.0.1:8080
+  kvs-analytics serve --hash-password                  # for console.password
   kvs-analytics serve --database-url "host=127.0.0.1 dbname=events" --port 9000
   kvs-analytics serve --endpoint-url http://127.0.0.1:5000 --region us-east-1  # local stack
   curl 'http://127.0.0.1:8080/cameras/cam-1/events?from=2024-05-01T12:00:00Z&type=dwell'"""
@@ -106,7 +114,7 @@ def build_server(database_url: str, args: argparse.Namespace) -> Server:
     from consumer.config import Config, load_config
     from consumer.console.app import create_server
     from consumer.console.pages import ConsoleOptions
-    config = load_config(args.config) if args.config else Config()
+    config = load_config(args.config, live=False) if args.config else Config()
     console = config.console
     endpoints = config.aws.endpoints
     settings = ApiSettings(
