@@ -66,4 +66,10 @@ def test_the_demo_runs_quietly_into_its_output_folder(models, captures, tmp_path
     assert "stale" not in (out / "records.jsonl").read_text()
     assert any(NATIVE.search(line) for line in (out / NATIVE_LOG).read_text().splitlines())
     assert (out / "cameras.log").is_file()
+    # it ends naming the lake, the store and the console
+    assert f"kvs-analytics query --lake {out / 'lake'}" in done.stdout
+    assert "event store: not synced" in done.stdout
+    assert done.stdout.rstrip().splitlines()[-1].startswith(
+        "console: python -m consumer demo --console serves these events at "
+        "http://127.0.0.1:8080/console/")
     assert '"RecordType": "Frame"' in (out / "records.jsonl").read_text()  # this run's

@@ -382,6 +382,6 @@ def _listening_url(process: subprocess.Popen, out, log) -> str:
     while time.monotonic() < deadline and process.poll() is None:
         for line in out.read_text().splitlines():
             if line.startswith("serve: listening on "):
-                return line.split()[-1]
+                return line.split()[3]
         time.sleep(0.1)
     raise AssertionError(f"serve did not start (rc {process.poll()}): {log.read_text()}")

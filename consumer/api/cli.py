@@ -193,13 +193,16 @@ def _on_sigterm(handler):
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    """A bound socket (uvicorn listens on it): the real port is known before serving."""
+    """A listening socket (uvicorn serves it): the real port is known before serving, and a
+    client that connects once "listening" is printed waits in the backlog until uvicorn has
+    started, rather than being refused."""
     family, kind, proto, _name, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        sock.listen(2048)  # uvicorn's default backlog
     except OSError:
         sock.close()
         raise
