@@ -84,7 +84,7 @@ def create_app(settings: ApiSettings, s3_client=None) -> Starlette:
         event_type = params.event_type(query.get("type"))
         limit = params.limit(query.get("limit"))
         with database() as conn:
-            rows = queries.events_between(conn, start, end, event_type, limit + 1)
+            rows = queries.camera_events(conn, None, start, end, event_type, limit + 1)
         return _json({"from": start, "to": end, "type": event_type, "limit": limit,
                       "more": len(rows) > limit,
                       "events": [render.event(row, presigner) for row in rows[:limit]]})

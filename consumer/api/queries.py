@@ -3,10 +3,10 @@
 
 - `cameras`: every camera with its event count, its progress (stream_progress) and its latest
   minute of data (camera_minutes: one row per stream and minute, read through its primary key).
-- `camera_events`: one camera's events by start time, `start <= start_time < end`, through the
-  index events_by_camera_and_time (stream, start_time).
+- `camera_events`: one camera's (or every camera's) events by start time,
+  `start <= start_time < end`, through the index events_by_camera_and_time (stream,
+  start_time), or events_by_time.
 - `event`: one event by id, with the record that last changed it.
-- `events_between`: every camera's events by start time (the index events_by_time).
 - `frames_between`: one camera's frame records in a time range (frames_by_camera_and_time).
 - `minute_counts`: frames, persons and events per camera per minute (camera_minutes' key).
 - `person_counts`: the mean persons per frame per camera in buckets of any length (frames).
@@ -59,28 +59,23 @@ def cameras_last_seen(conn, stream: str) -> float | None:
     return None if row is None else row[0]
 
 
-def camera_events(conn, stream: str, start: float | None, end: float | None,
+def camera_events(conn, stream: str | None, start: float | None, end: float | None,
                   event_type: str | None, limit: int, zone: str | None = None,
                   track: int | None = None) -> list[dict]:
-    """Up to `limit` events of `stream` with `start <= start_time < end` (None: unbounded),
-    of `event_type`, in `zone`, of `track` (None: any), by start time then id."""
-    where = [sql.SQL("stream = %(stream)s")]
-    if zone is not None:
-        where.append(sql.SQL("zone = %(zone)s"))
-    if track is not None:
-        where.append(sql.SQL("track_id = %(track)s"))
-    if start is not None:
-        where.append(sql.SQL("start_time >= %(start)s"))
-    if end is not None:
-        where.append(sql.SQL("start_time < %(end)s"))
-    if event_type is not None:
-        where.append(sql.SQL("event_type = %(type)s"))
+    """Up to `limit` events of `stream` (None: every camera) with `start <= start_time < end`
+    (None: unbounded), of `event_type`, in `zone`, of `track` (None: any), by start time then
+    id: through events_by_camera_and_time, or events_by_time for every camera."""
+    given = {"stream": stream, "start": start, "end": end, "type": event_type, "zone": zone,
+             "track": track}
+    conditions = {"stream": "stream = %(stream)s", "start": "start_time >= %(start)s",
+                  "end": "start_time < %(end)s", "type": "event_type = %(type)s",
+                  "zone": "zone = %(zone)s", "track": "track_id = %(track)s"}
+    where = [sql.SQL(conditions[name]) for name, value in given.items() if value is not None]
     query = sql.SQL("SELECT {} FROM events WHERE {} ORDER BY start_time, event_id "
-                    "LIMIT %(limit)s").format(EVENT_COLUMNS, sql.SQL(" AND ").join(where))
+                    "LIMIT %(limit)s").format(EVENT_COLUMNS,
+                                              sql.SQL(" AND ").join(where or [sql.SQL("true")]))
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, {"stream": stream, "start": start, "end": end,
-                                   "type": event_type, "limit": limit, "zone": zone,
-                                   "track": track}).fetchall()
+        return cur.execute(query, {**given, "limit": limit}).fetchall()
 
 
 def event(conn, event_id: uuid.UUID) -> dict | None:
@@ -93,23 +88,6 @@ def event(conn, event_id: uuid.UUID) -> dict | None:
 def ping(conn) -> None:
     """Raises psycopg.Error unless the database answers."""
     conn.execute("SELECT 1").fetchone()
-
-
-def events_between(conn, start: float | None, end: float | None, event_type: str | None,
-                   limit: int) -> list[dict]:
-    """Up to `limit` events of every camera with `start <= start_time < end`, by start time."""
-    where = [sql.SQL("true")]
-    if start is not None:
-        where.append(sql.SQL("start_time >= %(start)s"))
-    if end is not None:
-        where.append(sql.SQL("start_time < %(end)s"))
-    if event_type is not None:
-        where.append(sql.SQL("event_type = %(type)s"))
-    query = sql.SQL("SELECT {} FROM events WHERE {} ORDER BY start_time, event_id "
-                    "LIMIT %(limit)s").format(EVENT_COLUMNS, sql.SQL(" AND ").join(where))
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, {"start": start, "end": end, "type": event_type,
-                                   "limit": limit}).fetchall()
 
 
 def frames_between(conn, stream: str, start: float, end: float, limit: int) -> list[dict]:

@@ -135,7 +135,7 @@ class Pages:
                 end = float(int(last if last is not None else time.time()) + 1)
             if start is None:  # the last hour of data, or less when there is less
                 start = max(end - SEARCH_SPAN, float(int(first)) if first is not None else 0)
-            rows = queries.events_between(conn, start, end, event_type, SEARCH_EVENTS + 1)
+            rows = queries.camera_events(conn, None, start, end, event_type, SEARCH_EVENTS + 1)
             series = self._person_series(conn, start, end)
         presigner = request.app.state.presigner
         return self._render(
