@@ -17,6 +17,7 @@ from typing import TypeAlias
 from consumer.api.cli import add_serve
 from consumer.batch.cli import add_batch
 from consumer.config_template import add_config
+from consumer.faces.cli import add_faces
 from consumer.fleet.processes import process_count
 from consumer.lake.cli import add_query
 from consumer.store.cli import add_events
@@ -289,8 +290,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 # One entry per subcommand.
 COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_inspect, add_run, add_batch, add_query,
-                                                       add_events, add_serve, add_fleet,
-                                                       add_config, add_demo)
+                                                       add_events, add_serve, add_faces,
+                                                       add_fleet, add_config, add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
