@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeAlias
 
-from consumer.api.cli import add_serve
 from consumer.batch.cli import add_batch
 from consumer.config_template import add_config
+from consumer.console.cli import add_serve
 from consumer.faces.cli import add_faces
 from consumer.fleet.processes import process_count
 from consumer.lake.cli import add_query

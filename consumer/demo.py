@@ -220,9 +220,9 @@ def _downstream(stack, output_dir: Path, database_url: str | None) -> bool:
 
 def _console(stack, config, database_url: str, port: int) -> int:
     """Serve the console over the demo's store and stack until Ctrl-C; the exit status."""
-    from consumer.api.cli import Server, serve
     from consumer.api.settings import ApiSettings
     from consumer.console.app import create_server
+    from consumer.console.cli import Server, serve
     from consumer.console.fleet import FleetReader
     from consumer.console.pages import ConsoleOptions
     settings = ApiSettings(database_url, config.console.url_expiry, stack.endpoints["s3"],

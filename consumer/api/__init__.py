@@ -6,8 +6,8 @@ by `consumer.store.events.apply`; the API only runs its migrations at start.
 - `queries`: the SQL, as functions over a psycopg 3 connection.
 - `params`: query-string parsing (`from`, `to`, `type`, `limit`), errors naming the parameter.
 - `render`: rows as JSON, with presigned URLs.
-- `app`: the Starlette application; `cli`: the `serve` command (imports only the standard
-  library until it runs, so `--help` works without the `serve` extra).
+- `app`: the Starlette application. The `serve` command that runs it with the console is
+  consumer.console.cli.
 """
 
 MAX_URL_EXPIRY = 3600  # seconds: a presigned URL lasts at most an hour

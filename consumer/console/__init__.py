@@ -3,7 +3,8 @@ process and store), rendered on the server (Jinja2) with a little plain JavaScri
 no front-end build: cameras (live tiles), a camera's timeline, an event, and search with a
 person-count chart.
 
-- `app`: the console's routes added to the read API's application, and the optional login.
+- `cli`: the `serve` command; `app`: the console's routes added to the read API's
+  application, and the optional login.
 - `pages`: the page handlers; `tiles`: what a camera's tile shows (fleet, health);
   `fleet`: the lease table read for owners and lag; `timeline`: the SVG time axis;
   `chart`: the person-count chart; `geometry`: zones and lines over a picture; `auth`: login.

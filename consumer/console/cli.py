@@ -1,4 +1,6 @@
-"""`kvs-analytics serve`: the read API over the event store (`consumer.api.app`), on uvicorn."""
+"""`kvs-analytics serve`: the events console and the read API over the event store
+(consumer.console.app over consumer.api.app), on uvicorn. Imports only the standard library
+until it runs, so `--help` works without the `serve` extra."""
 
 from __future__ import annotations
 
