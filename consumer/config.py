@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from consumer.config_events import Events
 from consumer.presets import with_preset
-from processors.settings import ConfigError, Model, Pose, Tracking, Yolo
+from processors.settings import ConfigError, Faces, Hands, Model, Pose, Tracking, Yolo
 
 ENV_PREFIX = "KVSA_"
 STREAM_NAME = re.compile(r"^[a-zA-Z0-9_.\-]{1,256}$")
@@ -164,6 +164,8 @@ class Processing(Model):
     pose: Pose = Pose()
     yolo: Yolo = Yolo()
     tracking: Tracking = Tracking()
+    faces: Faces = Faces()
+    hands: Hands = Hands()
     decode: Decode = Decode()
     # analysis workers, each with its own model instance, each serving a share of the streams;
     # 0: one per CPU core (at most 8)
@@ -304,6 +306,14 @@ class Batch(Model):
         return out
 
 
+class Privacy(Model):
+    """What is kept of the people the cameras see."""
+
+    blur_faces: bool = Field(False, description="blur every face in stored JPEGs and highlights "
+                                                "(clips are not blurred); detects faces even "
+                                                "when processing.faces is off")
+
+
 class Console(Model):
     """`kvs-analytics serve`: the read API and the events console (consumer.api,
     consumer.console)."""
@@ -330,6 +340,7 @@ class Config(Model):
     logging: Logging = Logging()
     health: Health = Health()
     batch: Batch = Batch()
+    privacy: Privacy = Privacy()
     console: Console = Console()
     shutdown_seconds: float = Field(8.0, gt=0, description="drain budget after SIGTERM")
 

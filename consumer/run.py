@@ -39,11 +39,42 @@ def build_processor(config: Config):
         return FramesOnlyProcessor(max_batch=processing.batch_size)
     if processing.processor is ProcessorKind.YOLO:
         from processors.yolo import YoloProcessor
-        return YoloProcessor(processing.yolo, max_batch=processing.batch_size)
+        return with_faces_and_hands(config, YoloProcessor(processing.yolo,
+                                                          max_batch=processing.batch_size))
     from processors.pose import PoseProcessor
     if not processing.pose.enabled:
         raise ConfigError("processing.pose.enabled is false and no other processor is configured")
-    return PoseProcessor(processing.pose)
+    return with_faces_and_hands(config, PoseProcessor(processing.pose))
+
+
+def with_faces_and_hands(config: Config, base):
+    """`base`, with faces (processing.faces, or privacy.blur_faces: detected to be blurred) and
+    hands (processing.hands) added to its results when asked for."""
+    processing = config.processing
+    wants_faces = processing.faces.enabled or config.privacy.blur_faces
+    if not wants_faces and not processing.hands.enabled:
+        return base
+    from processors.extras import WithFacesAndHands
+    models = processing.pose.models_dir
+    faces = hands = None
+    try:
+        if wants_faces:
+            from processors.faces import FaceAnalyzer
+            settings = processing.faces
+            faces = FaceAnalyzer(models, settings.detector, settings.min_confidence,
+                                 embed=bool(processing.faces.enabled
+                                            and settings.search.collections),
+                                 max_faces=settings.max_faces)
+        if processing.hands.enabled:
+            from processors.hands import HandAnalyzer
+            hands = HandAnalyzer(models, processing.hands.max_hands,
+                                 processing.hands.min_confidence)
+    except BaseException:
+        for part in (faces, base):
+            if part is not None:
+                part.close()
+        raise
+    return WithFacesAndHands(base, faces, hands)
 
 
 def build_processors(config: Config) -> list:

@@ -39,6 +39,8 @@ class Person:
 class FrameResult:
     persons: tuple[Person, ...] = ()
     extra: dict = field(default_factory=dict)  # processor-specific, JSON-serialisable
+    faces: tuple = ()  # processors.faces.Face, each with its person's index (processing.faces)
+    hands: tuple = ()  # processors.hands.Hand, likewise (processing.hands)
 
 
 class Processor(Protocol):

@@ -66,6 +66,7 @@ class Hand:
     landmarks: tuple[tuple[float, float, float], ...]
     handedness: str
     score: float
+    person: int | None = None  # the index of the person holding it in its frame (link_hands)
 
 
 @atexit.register

@@ -78,3 +78,37 @@ class Tracking(Model):
                                         description="confidence that starts a track")
     min_iou: float = Field(0.1, ge=0, le=1,
                            description="overlap with a track's predicted box to continue it")
+
+
+class FaceSearchSettings(Model):
+    """Search of each face against face collections (consumer.faces), as Rekognition's stream
+    processors did: FaceMatchThreshold and MaxFaces per face."""
+
+    collections: list[str] = Field(default_factory=list,
+                                   description="collections searched; none: faces not searched")
+    match_threshold: float = Field(80.0, ge=0, le=100, description="FaceMatchThreshold, 0-100")
+    max_matches: int = Field(1, ge=1, le=100, description="MaxFaces: matches kept per face")
+    table: str = Field("kvs-analytics-faces", pattern=r"^[A-Za-z0-9_.\-]{3,255}$",
+                       description="the collections' DynamoDB table")
+    refresh_seconds: float = Field(30.0, ge=1, le=600,
+                                   description="how often a changed collection is reloaded")
+
+
+class Faces(Model):
+    """Faces in analysed frames (processors.faces): MediaPipe's detector (or dlib's HOG, for
+    smaller faces, slower), each face embedded (dlib, extra `faces`) when it is searched, and
+    linked to the person whose box holds it."""
+
+    enabled: bool = False
+    detector: str = Field("mediapipe", pattern="^(mediapipe|dlib)$")
+    min_confidence: float = Field(0.5, ge=0, le=1)
+    max_faces: int = Field(10, ge=1, le=100, description="largest faces kept per frame")
+    search: FaceSearchSettings = FaceSearchSettings()
+
+
+class Hands(Model):
+    """Hand landmarks (processors.hands): 21 per hand, with handedness, linked to persons."""
+
+    enabled: bool = False
+    max_hands: int = Field(4, ge=1, le=32)
+    min_confidence: float = Field(0.5, ge=0, le=1)

@@ -33,6 +33,7 @@ from consumer.cloud.aws import AwsContext
 from consumer.config import Config
 from consumer.formats import s3_layout
 from consumer.pipeline.analysis import Analyzer
+from consumer.pipeline.face_search import build_face_search
 from consumer.pipeline.outputs import ProcessorInfo
 from consumer.pipeline.stage_times import DECODE, JPEG_ENCODE, RECORD_BUILD, StageTimes
 from consumer.sinks.locations import FolderLocations, S3Locations
@@ -71,6 +72,7 @@ class BatchWorker:
         self.root = Path(output_root)
         self.processors = build_processors(config)
         self.info = ProcessorInfo.of(self.processors[0])
+        self.face_search = build_face_search(config)
         self.times = StageTimes()
         self.work: queue.Queue = queue.Queue(maxsize=max(1, config.processing.queue_frames))
         self._session: StreamSession | None = None
@@ -219,7 +221,8 @@ class BatchWorker:
         stages = SharedStages(
             config, None, self.kinesis_client, self.kinesis or records,
             objects, locations, self.info,
-            _no_checkpoint, lambda _arn: True, stage_times=self.times)
+            _no_checkpoint, lambda _arn: True, stage_times=self.times,
+            face_search=self.face_search)
         # records already on the data stream from an interrupted attempt are not sent again (a
         # JSON Lines file is rewritten whole instead)
         start = Start(checkpoint=None,
@@ -238,6 +241,8 @@ class BatchWorker:
             self.uploader.close()
         for processor in self.processors:
             processor.close()
+        if self.face_search is not None:
+            self.face_search.close()
 
 
 class _UploadedLocations(S3Locations):

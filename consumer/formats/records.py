@@ -31,7 +31,7 @@ from consumer.config import STREAM_ARN, STREAM_NAME
 from processors.base import FrameResult, Person
 from processors.frames import FrameSource
 
-SCHEMA_VERSION = "1.1"  # 1.1: RecordType; event records beside frame records
+SCHEMA_VERSION = "1.2"  # 1.1: RecordType, event records; 1.2: FaceSearchResponse, Hands
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "frame_record.schema.json"
 
 # MediaPipe Pose Landmarker's 33 landmarks, in its output order.
@@ -68,12 +68,15 @@ def consumer_version() -> str:
 
 def frame_record(source: FrameSource, result: FrameResult, processor_name: str, model: str,
                  model_version: str, image_size: tuple[int, int], *,
-                 frames: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+                 frames: Sequence[Mapping[str, Any]] = (),
+                 face_search: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The record for one analysed frame.
 
     `image_size` is (width, height) in pixels. `frames` lists the objects written for this
     frame, each {"Bucket", "Key"[, "Annotated": bool]} (or {"Path", ...} in a batch's folder);
-    the record carries "Frames" only when there is one. Raises ValueError for a stream name or ARN that is not one (so nothing but a
+    the record carries "Frames" only when there is one. `face_search`: the frame's
+    FaceSearchResponse (consumer.pipeline.face_search), when faces are analysed; the result's
+    hands become "Hands" when there are any. Raises ValueError for a stream name or ARN that is not one (so nothing but a
     validated name reaches downstream), a landmark count other than 33 (MediaPipe) or 17 (COCO),
     or a non-finite number.
     """
@@ -89,6 +92,10 @@ def frame_record(source: FrameSource, result: FrameResult, processor_name: str, 
                   "ProducerTime": _num(source.producer_time, TIME_DIGITS, "ProducerTime")},
         "Persons": [_person(p) for p in result.persons],
     }
+    if face_search is not None:
+        record["FaceSearchResponse"] = list(face_search)
+    if result.hands:
+        record["Hands"] = [_hand(hand, result.persons) for hand in result.hands]
     if frames:
         record["Frames"] = [_location(f) for f in frames]
     if result.extra:
@@ -174,6 +181,21 @@ def _person(person: Person) -> dict[str, Any]:
              "Presence": _num(lm.presence, SCORE_DIGITS, name)}
             for name, lm in zip(names, person.landmarks)]
     return out
+
+
+def _hand(hand, persons: Sequence[Person]) -> dict[str, Any]:
+    """A processors.hands.Hand."""
+    from processors.hands import HAND_LANDMARK_NAMES
+    return {
+        "Handedness": hand.handedness,
+        "Confidence": _num(min(1.0, max(0.0, hand.score)) * 100, PERCENT_DIGITS, "Confidence"),
+        "PersonIndex": hand.person,
+        "TrackId": persons[hand.person].track_id if hand.person is not None else None,
+        "Landmarks": [{"Type": name, "X": _num(x, COORDINATE_DIGITS, name),
+                       "Y": _num(y, COORDINATE_DIGITS, name),
+                       "Z": _num(z, COORDINATE_DIGITS, name)}
+                      for name, (x, y, z) in zip(HAND_LANDMARK_NAMES, hand.landmarks)],
+    }
 
 
 def _location(frame: Mapping[str, Any]) -> dict[str, Any]:

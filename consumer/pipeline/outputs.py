@@ -48,8 +48,10 @@ class OutputStage:
     def __init__(self, processor: ProcessorInfo, kinesis, s3=None,
                  s3_config: S3Output | None = None,
                  locations: Locations | None = None,
-                 delivered: set[str] | None = None, stage_times: StageTimes | None = None):
+                 delivered: set[str] | None = None, stage_times: StageTimes | None = None,
+                 face_search=None):
         self.processor = processor
+        self.face_search = face_search  # FaceSearch: records carry FaceSearchResponse
         self.times = stage_times if stage_times is not None else StageTimes()
         self.kinesis = kinesis  # put(data, partition_key, on_done)
         self.s3 = s3  # put(key, body, content_type, metadata, on_done)
@@ -90,9 +92,11 @@ class OutputStage:
             self.records_skipped_as_delivered += 1
         else:
             info = self.processor
+            faces = (self.face_search.response(result.faces, result.persons)
+                     if self.face_search is not None else None)
             record = records.frame_record(source, result, info.name, info.model,
                                           info.model_version, (frame.width, frame.height),
-                                          frames=locations)
+                                          frames=locations, face_search=faces)
             ticket.output_added()
             self.kinesis.put(records.encode_record(record), source.stream_name,
                              ticket.output_done)

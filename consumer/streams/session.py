@@ -93,6 +93,7 @@ class SharedStages:
     checkpoint: Callable[[str, int, float | None], None]  # (arn, fragment, producer time)
     holds: Callable[[str], bool]  # does this worker still hold the stream's lease? (the fence)
     stage_times: StageTimes | None = None  # the worker's recorder (None: the session's own)
+    face_search: object | None = None  # consumer.pipeline.face_search.FaceSearch (faces on)
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,8 @@ class StreamSession:
         kinesis = Port(stages.kinesis, self.inbox.put, self._may_emit)
         s3 = Port(stages.s3, self.inbox.put) if stages.s3 is not None else None
         self.outputs = OutputStage(stages.processor, kinesis, s3, config.outputs.s3,
-                                   stages.locations, stage_times=self.times)
+                                   stages.locations, stage_times=self.times,
+                                   face_search=stages.face_search)
         info = stages.processor
         self.events = EventStage.for_stream(
             name, config.events, {"Name": info.name, "Model": info.model,
@@ -452,6 +454,11 @@ class StreamSession:
         if self.person_tracker is not None:
             result = dataclasses.replace(
                 result, persons=self.person_tracker.update(result.persons, source.producer_time))
+        if result.faces and self.stages.config.privacy.blur_faces:
+            # every picture made from here on (frame JPEGs, highlights) shows blurred faces;
+            # clips are cut from the fragments as received, untouched
+            from processors.faces import blur_faces
+            frame = dataclasses.replace(frame, image=blur_faces(frame.image, result.faces))
         if self.events is not None:
             self.events.observe(frame, result, ticket)
         self.stats.note_analysed(source.producer_time, len(result.persons))

@@ -38,6 +38,7 @@ from consumer.fleet.coordinator import LeaseCoordinator, Won
 from consumer.fleet.keeper import LeaseKeeper
 from consumer.fleet.lease_table import LeaseTable
 from consumer.pipeline.analysis import Analyzer
+from consumer.pipeline.face_search import build_face_search
 from consumer.pipeline.outputs import ProcessorInfo
 from consumer.pipeline.stage_times import StageTimes
 from consumer.sinks.kinesis import KinesisRecordWriter
@@ -124,9 +125,11 @@ class StreamSupervisor:
         locations = (S3Locations(self.clients.s3, outputs.s3.bucket,
                                  config.events.url_expiry_seconds)
                      if outputs.s3 is not None else None)
+        self.face_search = build_face_search(config)
         self.stages = SharedStages(config, self.clients.kvs, self.clients.kinesis, self.kinesis,
                                    self.s3, locations, ProcessorInfo.of(self.processors[0]),
-                                   self.keeper.checkpoint, self.keeper.holds, stage_times=times)
+                                   self.keeper.checkpoint, self.keeper.holds, stage_times=times,
+                                   face_search=self.face_search)
         self.sessions: dict[str, StreamSession] = {}  # by stream ARN; the last one of each
         self.restarts: dict[str, Restarts] = {}
         self.streams: dict[str, str] = {}  # ARN -> name of the streams the config selects
@@ -203,6 +206,8 @@ class StreamSupervisor:
         self.kinesis.close(timeout=0.2)
         if self.s3 is not None:
             self.s3.close(timeout=0.2)
+        if self.face_search is not None:
+            self.face_search.close()
         done = bool(drained and flushed)
         log.info("shut down: %s; %d leases released; checkpoints %s",
                  "drained" if done else "some work left for the next owner", released,
