@@ -67,9 +67,10 @@ class EventStage:
         if self.clips is not None:
             self.clips.add_fragment(fragment)
 
-    def observe(self, frame: VideoFrame, result: FrameResult,
-                ticket: FragmentTicket) -> list[Event]:
-        """Run the rules on one analysed (and tracked) frame; deliver what they raise."""
+    def observe(self, frame: VideoFrame, result: FrameResult, ticket: FragmentTicket,
+                faces: list[dict] | None = None) -> list[Event]:
+        """Run the rules on one analysed (and tracked) frame; deliver what they raise.
+        `faces`: the frame's FaceSearchResponse (consumer.pipeline.face_search), if any."""
         source = frame.source
         if self.engine is None:
             aspect = frame.width / max(1, frame.height)

@@ -48,10 +48,8 @@ class OutputStage:
     def __init__(self, processor: ProcessorInfo, kinesis, s3=None,
                  s3_config: S3Output | None = None,
                  locations: Locations | None = None,
-                 delivered: set[str] | None = None, stage_times: StageTimes | None = None,
-                 face_search=None):
+                 delivered: set[str] | None = None, stage_times: StageTimes | None = None):
         self.processor = processor
-        self.face_search = face_search  # FaceSearch: records carry FaceSearchResponse
         self.times = stage_times if stage_times is not None else StageTimes()
         self.kinesis = kinesis  # put(data, partition_key, on_done)
         self.s3 = s3  # put(key, body, content_type, metadata, on_done)
@@ -72,8 +70,9 @@ class OutputStage:
                 and bool(self.processor.landmark_set))
 
     def emit(self, frame: VideoFrame, result: FrameResult, ticket: FragmentTicket,
-             settings: StreamSettings) -> None:
-        """One analysed (and tracked) frame's JPEG and record, registered on its ticket."""
+             settings: StreamSettings, faces: list[dict] | None = None) -> None:
+        """One analysed (and tracked) frame's JPEG and record, registered on its ticket;
+        `faces`: its FaceSearchResponse (consumer.pipeline.face_search) when faces are on."""
         source = frame.source
         locations = []
         if self.s3 is not None and self._wants_jpeg(settings.frames, ticket, result):
@@ -92,8 +91,6 @@ class OutputStage:
             self.records_skipped_as_delivered += 1
         else:
             info = self.processor
-            faces = (self.face_search.response(result.faces, result.persons)
-                     if self.face_search is not None else None)
             record = records.frame_record(source, result, info.name, info.model,
                                           info.model_version, (frame.width, frame.height),
                                           frames=locations, face_search=faces)

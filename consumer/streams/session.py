@@ -130,8 +130,7 @@ class StreamSession:
         kinesis = Port(stages.kinesis, self.inbox.put, self._may_emit)
         s3 = Port(stages.s3, self.inbox.put) if stages.s3 is not None else None
         self.outputs = OutputStage(stages.processor, kinesis, s3, config.outputs.s3,
-                                   stages.locations, stage_times=self.times,
-                                   face_search=stages.face_search)
+                                   stages.locations, stage_times=self.times)
         info = stages.processor
         self.events = EventStage.for_stream(
             name, config.events, {"Name": info.name, "Model": info.model,
@@ -459,10 +458,13 @@ class StreamSession:
             # clips are cut from the fragments as received, untouched
             from processors.faces import blur_faces
             frame = dataclasses.replace(frame, image=blur_faces(frame.image, result.faces))
+        # the frame's FaceSearchResponse, for its record and the face_match rules
+        faces = (self.stages.face_search.response(result.faces, result.persons)
+                 if self.stages.face_search is not None else None)
         if self.events is not None:
-            self.events.observe(frame, result, ticket)
+            self.events.observe(frame, result, ticket, faces)
         self.stats.note_analysed(source.producer_time, len(result.persons))
-        self.outputs.emit(frame, result, ticket, self.settings)
+        self.outputs.emit(frame, result, ticket, self.settings, faces)
 
     def _not_analysed(self, message: NotAnalysed) -> None:
         if message.reason in ("stale", "failed"):  # from the analysis: it had the frame
