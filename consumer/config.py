@@ -353,6 +353,20 @@ class Config(Model):
         if self.events.cameras and not self.processing.tracking.enabled:
             raise ValueError("events.cameras has rules, which are evaluated per track: "
                              "processing.tracking.enabled must be true")
+        faces = self.processing.faces
+        for pattern, rules in self.events.face_match_rules().items():
+            key = f"events.cameras.{pattern}.rules"
+            if not faces.enabled or not faces.search.collections:
+                raise ValueError(
+                    f"{key}: face_match rule {rules[0].name!r} needs faces searched: "
+                    "processing.faces.enabled must be true and "
+                    "processing.faces.search.collections must name a collection")
+            for rule in rules:
+                if rule.collection is not None and rule.collection not in faces.search.collections:
+                    raise ValueError(
+                        f"{key}: face_match rule {rule.name!r} names collection "
+                        f"{rule.collection!r}, which processing.faces.search.collections "
+                        f"does not search (it searches {faces.search.collections})")
         return self
 
 

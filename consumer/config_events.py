@@ -1,5 +1,7 @@
-"""The `events` section of the configuration: per-camera rules (zone, line, dwell, count, fall),
-typed and validated like the rest (consumer.config), turned into processors.events rules."""
+"""The `events` section of the configuration: per-camera rules (zone, line, dwell, count, fall,
+face_match), typed and validated like the rest (consumer.config), turned into processors.events
+rules. That face_match rules have faces searched (processing.faces) is checked where the whole
+configuration is (consumer.config.Config)."""
 
 from __future__ import annotations
 
@@ -55,8 +57,19 @@ class FallRuleConfig(Model):
     min_visibility: float = Field(0.3, ge=0, le=1)
 
 
+class FaceMatchRuleConfig(Model):
+    """A track seen with a face matched in a face collection (processing.faces.search): one
+    event per track and identity (processors.events.FaceMatchRule)."""
+    type: Literal["face_match"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    collection: str | None = Field(None, description="only matches in this collection")
+    external_image_id: str | None = Field(None, description="only this identity")
+    min_similarity: float | None = Field(None, ge=0, le=100, description=(
+        "only matches at least this similar (over processing.faces.search.match_threshold)"))
+
+
 RuleConfig = Annotated[ZoneRuleConfig | LineRuleConfig | DwellRuleConfig | CountRuleConfig
-                       | FallRuleConfig, Field(discriminator="type")]
+                       | FallRuleConfig | FaceMatchRuleConfig, Field(discriminator="type")]
 
 
 class CameraRules(Model):
@@ -91,6 +104,12 @@ class Events(Model):
     post_roll_seconds: float = Field(3.0, ge=0, le=60)
     url_expiry_seconds: int = Field(3600, ge=1, le=604800, description="presigned URLs")
 
+    def face_match_rules(self) -> dict[str, list[FaceMatchRuleConfig]]:
+        """Camera (name or pattern) -> its face_match rules, for the cameras that have some."""
+        out = {pattern: [rule for rule in camera.rules if rule.type == "face_match"]
+               for pattern, camera in self.cameras.items()}
+        return {pattern: rules for pattern, rules in out.items() if rules}
+
     def rules_for(self, stream_name: str) -> list:
         """The camera's rules as processors.events rules (exact name, else first pattern)."""
         from fnmatch import fnmatchcase
@@ -101,7 +120,8 @@ class Events(Model):
         if camera is None:
             return []
         kinds = {"zone": events.ZoneRule, "line": events.LineRule, "dwell": events.DwellRule,
-                 "count": events.CountRule, "fall": events.FallRule}
+                 "count": events.CountRule, "fall": events.FallRule,
+                 "face_match": events.FaceMatchRule}
         out = []
         for rule in camera.rules:
             fields = rule.model_dump(exclude={"type"})

@@ -12,6 +12,8 @@
     sequence.landmarks.shape   # (rows, 33, 5): a row per person per frame; x, y, z,
                                # visibility, presence
     sequence.table.column("track_id")
+    sequence.hands             # (rows, 2, 21, 3): each person's left and right hand, x, y, z
+                               # (NaN where not found); None for a file without hands
 
 The package is named for the distribution (`pip install kvs-analytics`); the implementation
 lives in `consumer` (the service and batch mode) and `processors` (the models).

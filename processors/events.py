@@ -1,4 +1,5 @@
-"""Event rules (issue 5): zones, line crossings, dwell, person count and falls, per camera.
+"""Event rules (issue 5): zones, line crossings, dwell, person count and falls, per camera;
+known faces (issue 17).
 
 Pure and dependency-free (stdlib only). One `EventEngine` per camera (stream) holds that camera's
 rules and a small state per track; feed it every analysed frame, in producer-time order:
@@ -8,8 +9,8 @@ rules and a small state per track; feed it every analysed frame, in producer-tim
     events = engine.update(frame_time, fragment_number, observations)
 
 `update` returns the events that started or ended at this frame. Instant events (zone entry/exit,
-line crossing, fall) come once, closed (end_time set). An event is decided at the frame passed to
-the `update` that returns it (the frame its highlight shows); its start_time may be earlier (the
+line crossing, fall, face match) come once, closed (end_time set). An event is decided at the
+frame passed to the `update` that returns it (the frame its highlight shows); its start_time may be earlier (the
 first frame of a zone's confirmation, the last sighting of a lost track). Lasting events (dwell, count) come twice
 with the same `event_id`: once open when they start (end_time None), once closed when they end.
 Coordinates are normalised image coordinates (x right, y down, 0..1); times are seconds
@@ -89,32 +90,71 @@ class FallRule:
     min_visibility: float = 0.3
 
 
-Rule = ZoneRule | LineRule | DwellRule | CountRule | FallRule
+# a face's match in a collection: (collection, external_image_id or None, face_id, similarity
+# 0-100), as the frame's FaceSearchResponse gives it
+FaceMatch = tuple[str, str | None, str, float]
+
+
+@dataclass(frozen=True)
+class FaceMatchRule:
+    """A track seen with a face that matched a face collection's face (the frame's face search,
+    processing.faces.search): an instant `face_match` event the first time the track is seen
+    with each identity, i.e. once per (track, ExternalImageId) while the track lives; a track
+    the engine gives up and a new track id start afresh (a new event). An identity is the
+    match's ExternalImageId, or its FaceId when the face was indexed without one.
+
+    Only matches in `collection` (when set), of `external_image_id` (when set) and with a
+    similarity of at least `min_similarity` (0-100, when set; the search's own
+    match_threshold already applies) count. When several faces of one identity match in a
+    frame, the event names the most similar; several identities in one frame give one event
+    each, most similar first. Details: collection, external_image_id, face_id, similarity;
+    confidence is the similarity / 100.
+
+    A match reaches the rule through the tracked person holding the face
+    (`Observation.faces`): a face in no person's box, or a person without a track id, cannot
+    be tied to a track and is ignored (a track-less event would be raised again every frame)."""
+    name: str
+    collection: str | None = None
+    external_image_id: str | None = None
+    min_similarity: float | None = None
+
+    def accepts(self, match: FaceMatch) -> bool:
+        collection, external_image_id, _face_id, similarity = match
+        return ((self.collection is None or collection == self.collection)
+                and (self.external_image_id is None
+                     or external_image_id == self.external_image_id)
+                and (self.min_similarity is None or similarity >= self.min_similarity))
+
+
+Rule = ZoneRule | LineRule | DwellRule | CountRule | FallRule | FaceMatchRule
 
 
 @dataclass(frozen=True)
 class Observation:
-    """One tracked person in a frame. `anchor` is the bbox bottom-centre (the feet)."""
+    """One tracked person in a frame. `anchor` is the bbox bottom-centre (the feet). `faces`:
+    the matches of the face(s) the person holds (plain data; FaceMatchRule)."""
     time: float
     fragment_number: int
     track_id: int | None
     bbox: tuple[float, float, float, float]  # left, top, right, bottom; normalised
     landmarks: tuple = ()  # 33 MediaPipe landmarks (objects with .x/.y or (x, y) tuples) or ()
+    faces: tuple[FaceMatch, ...] = ()
 
     @property
     def anchor(self) -> Point:
         return ((self.bbox[0] + self.bbox[2]) / 2.0, self.bbox[3])
 
     @classmethod
-    def from_person(cls, person: Any, time: float, fragment_number: int) -> Observation:
-        """From a `processors.base.Person`."""
+    def from_person(cls, person: Any, time: float, fragment_number: int,
+                    faces: Sequence[FaceMatch] = ()) -> Observation:
+        """From a `processors.base.Person` (and the matches of its face, if any)."""
         return cls(time, fragment_number, person.track_id, tuple(person.bbox),
-                   tuple(person.landmarks))
+                   tuple(person.landmarks), tuple(faces))
 
 
 @dataclass
 class Event:
-    type: str  # zone_entry | zone_exit | line_crossing | dwell | count | fall
+    type: str  # zone_entry | zone_exit | line_crossing | dwell | count | fall | face_match
     rule: str
     stream: str
     track_id: int | None
@@ -124,12 +164,15 @@ class Event:
     end_fragment: int | None
     confidence: float = 1.0
     details: dict = field(default_factory=dict)
+    # what else tells two events of one rule, track and frame apart (a face_match's identity);
+    # part of the id when set
+    subject: str = ""
 
     @property
     def event_id(self) -> str:
         """Deterministic: the same event gets the same id when opened, closed or replayed."""
         key = f"{self.stream}|{self.type}|{self.rule}|{self.track_id}|{self.start_fragment}|" \
-              f"{self.start_time:.6f}"
+              f"{self.start_time:.6f}" + (f"|{self.subject}" if self.subject else "")
         return str(uuid.uuid5(_EVENT_NAMESPACE, key))
 
     def as_record(self) -> dict:
@@ -197,7 +240,8 @@ def torso_angle(landmarks: Sequence, aspect_ratio: float = 1.0,
 
 
 class _Track:
-    __slots__ = ("anchor", "bbox", "dwell", "fall", "last_fragment", "last_time", "zones")
+    __slots__ = ("anchor", "bbox", "dwell", "faces", "fall", "last_fragment", "last_time",
+                 "zones")
 
     def __init__(self) -> None:
         self.last_time = 0.0
@@ -210,6 +254,7 @@ class _Track:
         # fall rule name -> {"hist": deque[(t, y)], "fast": t or None, "v": peak, "cand": (t, frag)
         #                    or None, "fired": bool}
         self.fall: dict[str, dict] = {}
+        self.faces: dict[str, set[str]] = {}  # face match rule name -> identities raised
 
 
 class EventEngine:
@@ -279,6 +324,8 @@ class EventEngine:
                     out.append(ev)
             elif isinstance(r, FallRule):
                 self._update_fall(r, tid, tr, obs, t, frag, out)
+            elif isinstance(r, FaceMatchRule) and obs.faces:
+                self._update_faces(r, tid, tr, obs.faces, t, frag, out)
 
     def _update_zone(self, r, tid, tr, inside, t, frag, out):
         z = tr.zones.setdefault(r.name, [False, 0, t, frag, t, frag])
@@ -350,6 +397,23 @@ class EventEngine:
                        + 0.25 * min(1.0, (angle - r.angle_deg) / max(1.0, 90.0 - r.angle_deg)))
             out.append(self._event("fall", r.name, tid, c_t, c_f, t, frag, conf,
                                    angle_deg=round(angle, 1), velocity=round(s["v"], 3)))
+
+    def _update_faces(self, r, tid, tr, matches, t, frag, out):
+        raised = tr.faces.setdefault(r.name, set())
+        best: dict[str, FaceMatch] = {}
+        for match in matches:
+            identity = match[1] if match[1] is not None else match[2]
+            if identity not in raised and r.accepts(match) \
+                    and (identity not in best or match[3] > best[identity][3]):
+                best[identity] = match
+        for identity, (collection, external_id, face_id, similarity) in sorted(
+                best.items(), key=lambda item: (-item[1][3], item[0])):
+            raised.add(identity)
+            out.append(Event("face_match", r.name, self.stream, tid, t, t, frag, frag,
+                             min(1.0, max(0.0, similarity / 100.0)),
+                             {"collection": collection, "external_image_id": external_id,
+                              "face_id": face_id, "similarity": round(float(similarity), 3)},
+                             subject=identity))
 
     def _update_count(self, r, t, frag, observations, out):
         if r.zone is None:

@@ -72,6 +72,40 @@ def test_errors_name_the_key(data, environ, named):
     assert named in str(err.value)
 
 
+FACE_MATCH = {"cameras": {"lobby-*": {"rules": [
+    {"type": "face_match", "name": "staff-seen", "external_image_id": "alice"}]}}}
+
+
+@pytest.mark.parametrize("faces, named", [
+    ({}, "processing.faces.search.collections"),  # faces off
+    ({"enabled": True}, "processing.faces.search.collections"),  # detected, never searched
+])
+def test_a_face_match_rule_needs_faces_searched(faces, named):
+    with pytest.raises(ConfigError) as err:
+        load_config(data={**MINIMAL, "events": FACE_MATCH, "processing": {"faces": faces}},
+                    environ={})
+    assert "events.cameras.lobby-*.rules" in str(err.value) and named in str(err.value)
+    assert "staff-seen" in str(err.value)
+
+
+def test_a_face_match_rule_becomes_the_processors_rule():
+    from processors.events import FaceMatchRule
+    searched = {"faces": {"enabled": True, "search": {"collections": ["staff", "vip"]}}}
+    rules = {"cameras": {"lobby-*": {"rules": [
+        {"type": "face_match", "name": "vip", "collection": "vip", "min_similarity": 90}]}}}
+    config = load_config(data={**MINIMAL, "events": rules, "processing": searched}, environ={})
+    assert config.events.rules_for("lobby-2") == [
+        FaceMatchRule("vip", collection="vip", external_image_id=None, min_similarity=90.0)]
+    # a collection that is not searched, a similarity off the scale: errors naming the key
+    rules["cameras"]["lobby-*"]["rules"][0]["collection"] = "guests"
+    with pytest.raises(ConfigError, match=r"events.cameras.lobby-\*.rules: .*'guests'"):
+        load_config(data={**MINIMAL, "events": rules, "processing": searched}, environ={})
+    rules["cameras"]["lobby-*"]["rules"][0].update(collection=None, min_similarity=101)
+    with pytest.raises(ConfigError, match=r"events.cameras.lobby-\*.rules.0.face_match"
+                                          r".min_similarity"):
+        load_config(data={**MINIMAL, "events": rules, "processing": searched}, environ={})
+
+
 def test_unreadable_or_non_yaml_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="missing.yaml"):
         load_config(tmp_path / "missing.yaml", environ={})

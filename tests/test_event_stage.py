@@ -112,3 +112,58 @@ def test_an_event_holds_its_fragment_until_its_outputs_are_acknowledged():
     assert len(held) == 1 and done == []  # the event record is not acknowledged yet
     held[0](True)
     assert done == [100]
+
+
+def test_face_match_records_from_the_frames_face_search():
+    """The stage ties each face's matches to the person holding it (PersonIndex): the search
+    here is the real FaceSearch over an in-memory collection index."""
+    from consumer.faces.collections import FaceRecord
+    from consumer.faces.search import CollectionIndex
+    from consumer.pipeline.face_search import FaceSearch
+    from processors.faces import Face
+
+    rng = np.random.default_rng(17)
+    known = rng.normal(size=(2, 128)).astype(np.float32)
+    index = CollectionIndex(known, [
+        FaceRecord("staff", f"face-{name}", name, "img", (0.1, 0.1, 0.2, 0.2), 0.99,
+                   "2026-01-01T00:00:00Z", f"k/{name}") for name in ("speaker", "alice")])
+    search = FaceSearch(index, match_threshold=80.0)
+    config = Events(cameras={"cam-*": {"rules": [
+        {"type": "face_match", "name": "speaker-seen", "external_image_id": "speaker"}]}},
+        clips=False)
+    kinesis, s3 = Recorder(), Recorder()
+    s3_client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="AKIDEXAMPLE",
+                             aws_secret_access_key="secret")
+    events = EventStage.for_stream(
+        "cam-1", config, {"Name": "pose", "Model": "m", "ModelVersion": "1"}, kinesis, s3,
+        S3Output(bucket="events-bucket"), S3Locations(s3_client, "events-bucket", 120))
+    tracker = FragmentLedger("arn", lambda t: None)
+
+    def face(embedding, person):
+        return Face((0.3, 0.3, 0.1, 0.1), 0.9, ((0.33, 0.33),) * 6, embedding, person)
+
+    persons = (Person((0.0, 0.2, 0.2, 0.9), 0.9, track_id=3),
+               Person((0.5, 0.2, 0.7, 0.9), 0.9, track_id=8))
+    for i in range(6):
+        video, _ = frame(i, 0.2)
+        # person 0 holds alice's face; person 1 the speaker's from frame 2; a stray speaker
+        # face held by no one throughout
+        faces = [face(known[1], 0), face(known[0] + 0.01, None)]
+        if i >= 2:
+            faces.append(face(known[0], 1))
+        result = FrameResult(persons)
+        events.observe(video, result, tracker.begin(video.source.fragment_number),
+                       search.response(faces, persons))
+    records = [json.loads(data) for data, _key in kinesis.items]
+    schema = json.loads(SCHEMA_PATH.read_text())
+    for record in records:
+        jsonschema.validate(record, schema)
+    [record] = records
+    assert record["EventType"] == "face_match" and record["Status"] == "instant"
+    assert record["TrackId"] == 8 and record["Rule"] == "speaker-seen"
+    assert record["InputInformation"]["KinesisVideo"]["FrameIndex"] == 2
+    assert record["Details"] == {"collection": "staff", "external_image_id": "speaker",
+                                 "face_id": "face-speaker", "similarity": 100.0}
+    assert record["Confidence"] == 100.0
+    [(_key, body, _type, metadata)] = s3.items
+    assert metadata["event-type"] == "face_match" and Image.open(io.BytesIO(body)).size == (160, 90)

@@ -13,6 +13,7 @@ from processors.events import (
     CountRule,
     DwellRule,
     EventEngine,
+    FaceMatchRule,
     FallRule,
     LineRule,
     Observation,
@@ -239,3 +240,107 @@ def test_fall_from_coco_keypoints():
                   [(0, 0.55, 0)] * 30 + [(0, 0.55 + 0.3 * k / 12, 85 * k / 12)
                                          for k in range(1, 13)] + [(0, 0.85, 85)] * 60))]
     assert [e.type for e in run(EventEngine("cam", [FallRule()]), frames)] == ["fall"]
+
+
+# --- face matches ------------------------------------------------------------------------
+
+SPEAKER = ("staff", "speaker", "face-1", 93.5)
+
+
+def seen(t, tid, *matches):
+    """Track `tid` at `t` holding a face with these matches."""
+    return Observation(t, int(t // 2), tid, (0.4, 0.2, 0.6, 0.9), faces=matches)
+
+
+def face_events(rules, frames):
+    return [e for e in run(EventEngine("cam", rules, track_timeout=2.0), frames)
+            if e.type == "face_match"]
+
+
+def test_face_match_raises_once_per_track_and_identity():
+    alice = ("staff", "alice", "face-9", 88.0)
+    frames = [(i * DT, [seen(i * DT, 1, SPEAKER)]) for i in range(30)]
+    frames += [(1 + i * DT, [seen(1 + i * DT, 1, SPEAKER, alice),
+                             seen(1 + i * DT, 2, ("staff", "speaker", "face-2", 85.0))])
+               for i in range(30)]
+    events = face_events([FaceMatchRule("known")], frames)
+    got = [(e.track_id, e.details["external_image_id"], e.start_time) for e in events]
+    assert got == [(1, "speaker", 0.0), (1, "alice", 1.0), (2, "speaker", 1.0)]
+    first = events[0]
+    assert first.rule == "known" and first.start_time == first.end_time  # instant
+    assert first.start_fragment == first.end_fragment == 0
+    assert first.details == {"collection": "staff", "external_image_id": "speaker",
+                             "face_id": "face-1", "similarity": 93.5}
+    assert first.confidence == pytest.approx(0.935)
+    assert len({e.event_id for e in events}) == 3
+    json.dumps(first.as_record())
+
+
+def test_face_match_two_identities_in_one_frame_have_their_own_ids():
+    alice = ("staff", "alice", "face-9", 97.0)
+    events = face_events([FaceMatchRule("known")], [(0.0, [seen(0.0, 1, SPEAKER, alice)])])
+    assert [e.details["external_image_id"] for e in events] == ["alice", "speaker"]  # best first
+    assert events[0].event_id != events[1].event_id
+    # the id is deterministic: a replay gives the same ones
+    again = face_events([FaceMatchRule("known")], [(0.0, [seen(0.0, 1, SPEAKER, alice)])])
+    assert [e.event_id for e in again] == [e.event_id for e in events]
+
+
+def test_face_match_names_the_most_similar_face_of_an_identity():
+    other = ("staff", "speaker", "face-7", 99.0)
+    [event] = face_events([FaceMatchRule("known")], [(0.0, [seen(0.0, 1, SPEAKER, other)])])
+    assert event.details["face_id"] == "face-7" and event.details["similarity"] == 99.0
+
+
+def test_face_match_filters():
+    vip = ("vip", "speaker", "face-3", 95.0)
+    weak = ("staff", "alice", "face-9", 82.0)
+    frames = [(i * DT, [seen(i * DT, 1, SPEAKER, vip, weak)]) for i in range(10)]
+
+    def raised(**rule):
+        return sorted((e.details["collection"], e.details["external_image_id"])
+                      for e in face_events([FaceMatchRule("r", **rule)], frames))
+    # the speaker matched in two collections: one event, naming the more similar
+    assert raised() == [("staff", "alice"), ("vip", "speaker")]
+    assert raised(collection="vip") == [("vip", "speaker")]
+    assert raised(external_image_id="alice") == [("staff", "alice")]
+    assert raised(min_similarity=90) == [("vip", "speaker")]
+    assert raised(collection="staff", min_similarity=90) == [("staff", "speaker")]
+    assert raised(external_image_id="bob") == []
+    assert raised(min_similarity=99.5) == []
+
+
+def test_face_match_a_new_track_raises_again():
+    frames = [(i * DT, [seen(i * DT, 1, SPEAKER)]) for i in range(15)]
+    frames += [(0.5 + i * DT, []) for i in range(90)]  # unseen 3 s > track_timeout: dropped
+    frames += [(3.5 + i * DT, [seen(3.5 + i * DT, 1, SPEAKER)]) for i in range(15)]  # same id
+    frames += [(4.0 + i * DT, [seen(4.0 + i * DT, 5, SPEAKER)]) for i in range(15)]
+    events = face_events([FaceMatchRule("known", external_image_id="speaker")], frames)
+    assert [(e.track_id, e.start_time) for e in events] == [(1, 0.0), (1, 3.5), (5, 4.0)]
+    # seen again within the timeout: still the same track, no new event
+    frames = [(i * DT, [seen(i * DT, 1, SPEAKER)] if i % 20 < 5 else []) for i in range(120)]
+    assert len(face_events([FaceMatchRule("known")], frames)) == 1
+
+
+def test_face_match_needs_a_match_and_a_track():
+    frames = [(i * DT, [seen(i * DT, 1), seen(i * DT, None, SPEAKER),
+                        obs(i * DT, 2, 0.5)]) for i in range(30)]
+    assert face_events([FaceMatchRule("known")], frames) == []
+    # beside other rules: each raises its own
+    events = run(EventEngine("cam", [ZONE, FaceMatchRule("known")]),
+                 [(i * DT, [seen(i * DT, 1, SPEAKER)]) for i in range(30)])
+    assert sorted(e.type for e in events) == ["face_match", "zone_entry"]
+
+
+def test_face_match_identity_without_external_id_is_its_face():
+    a, b = ("staff", None, "face-a", 90.0), ("staff", None, "face-b", 91.0)
+    events = face_events([FaceMatchRule("known")],
+                         [(0.0, [seen(0.0, 1, a)]), (DT, [seen(DT, 1, a, b)])])
+    assert [(e.details["face_id"], e.details["external_image_id"]) for e in events] == [
+        ("face-a", None), ("face-b", None)]
+
+
+def test_observation_from_person_with_faces():
+    p = Person(bbox=(0.1, 0.2, 0.3, 0.8), confidence=0.9, track_id=4)
+    o = Observation.from_person(p, 12.5, 99, [SPEAKER])
+    assert o.faces == (SPEAKER,) and Observation.from_person(p, 12.5, 99).faces == ()

@@ -9,7 +9,8 @@ from html import escape
 
 SPANS = {"hour": 3600.0, "day": 86400.0}
 COLOURS = {"zone_entry": "#2b8a3e", "zone_exit": "#868e96", "line_crossing": "#1c7ed6",
-           "dwell": "#e8590c", "count": "#ae3ec9", "fall": "#e03131"}
+           "dwell": "#e8590c", "count": "#ae3ec9", "fall": "#e03131",
+           "face_match": "#0ca678"}
 TICKS = {"hour": (600.0, "%H:%M"), "day": (3 * 3600.0, "%H:%M")}
 
 

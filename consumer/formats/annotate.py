@@ -5,7 +5,9 @@ Skeletons follow the person's landmark set, told by its landmark count: MediaPip
 topology (`processors.pose.POSE_CONNECTIONS`) or COCO's 17 keypoints (`COCO_CONNECTIONS`, YOLO
 pose models); other counts get their points and no bones. As in MediaPipe's own drawing
 utilities, a landmark is drawn only when its visibility and presence reach `min_visibility`, and
-a bone only when both its ends are drawn.
+a bone only when both its ends are drawn. Hands (`processors.hands.Hand`, when given) are drawn
+over the persons: their 21 points and MediaPipe's hand skeleton (`HAND_CONNECTIONS`), every
+point (a hand has no per-landmark visibility), whether or not a person holds the hand.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from processors.base import Person
+from processors.hands import HAND_CONNECTIONS, Hand
 from processors.pose import POSE_CONNECTIONS
 
 # COCO's keypoint skeleton (the dataset's 19 pairs, 0-based; the order of records.COCO_KEYPOINTS)
@@ -27,6 +30,8 @@ CONNECTIONS = {33: POSE_CONNECTIONS, 17: COCO_CONNECTIONS}  # by landmarks a per
 BOX_COLOURS = ((255, 64, 64), (64, 160, 255), (255, 200, 0), (200, 64, 255), (0, 220, 160))
 BONE_COLOUR = (255, 255, 255)
 POINT_COLOUR = (0, 255, 0)
+HAND_BONE_COLOUR = (255, 160, 0)
+HAND_POINT_COLOUR = (255, 0, 160)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
@@ -44,8 +49,8 @@ def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
 
 
 def draw_persons(image: np.ndarray, persons: Sequence[Person],
-                 min_visibility: float = 0.5) -> np.ndarray:
-    """A copy of `image` with each person's box and skeleton drawn on it."""
+                 min_visibility: float = 0.5, hands: Sequence[Hand] = ()) -> np.ndarray:
+    """A copy of `image` with each person's box and skeleton drawn on it, then each hand's."""
     canvas = _to_pil(image).copy()
     draw = ImageDraw.Draw(canvas)
     width, height = canvas.size
@@ -63,13 +68,22 @@ def draw_persons(image: np.ndarray, persons: Sequence[Person],
                 draw.line((points[start], points[end]), fill=BONE_COLOUR, width=line)
         for x, y in points.values():
             draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=POINT_COLOUR)
+    for hand in hands:
+        points = [(x * width, y * height) for x, y, _ in hand.landmarks]
+        for start, end in HAND_CONNECTIONS:
+            if start < len(points) and end < len(points):
+                draw.line((points[start], points[end]), fill=HAND_BONE_COLOUR, width=line)
+        for x, y in points:
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius),
+                         fill=HAND_POINT_COLOUR)
     return np.asarray(canvas)
 
 
 def annotated_jpeg(image: np.ndarray, persons: Sequence[Person], quality: int = 85,
-                   min_visibility: float = 0.5) -> bytes:
-    """JPEG bytes of `image` with the persons drawn on it (the frame itself is not modified)."""
-    return encode_jpeg(draw_persons(image, persons, min_visibility), quality)
+                   min_visibility: float = 0.5, hands: Sequence[Hand] = ()) -> bytes:
+    """JPEG bytes of `image` with the persons, and the `hands` when given, drawn on it (the
+    frame itself is not modified)."""
+    return encode_jpeg(draw_persons(image, persons, min_visibility, hands), quality)
 
 
 def _check(image: np.ndarray) -> None:

@@ -1,5 +1,5 @@
 """The Kinesis Data Streams record for an event (zone entry/exit, line crossing, dwell, count,
-fall), beside the per-frame records on the same data stream and shaped in their conventions
+fall, face match), beside the per-frame records on the same data stream and shaped in their conventions
 (`consumer.formats.records`): decimal-string fragment numbers, seconds since the epoch, percentages.
 
 `RecordType` is "Event" (frame records say "Frame"). An instant event gives one record with

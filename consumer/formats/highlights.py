@@ -39,6 +39,9 @@ def highlight_jpeg(image: np.ndarray, persons: Sequence[Person], event: Event,
     _mark_track(draw, persons, event.track_id, width, height, line, font)
     caption = f"{event.type}: {event.rule}" + (
         f" track {event.track_id}" if event.track_id is not None else "")
+    if event.type == "face_match":
+        who = event.details.get("external_image_id") or event.details.get("face_id")
+        caption += f": {who} ({event.details.get('similarity', 0):.0f}% similar)"
     lost = event.details.get("reason") == "lost"
     last_box = event.details.get("last_box")
     if lost:

@@ -21,6 +21,7 @@ import logging
 from consumer.config import Events, S3Output
 from consumer.formats import event_records, highlights, records, s3_layout
 from consumer.pipeline.event_clips import ClipRecorder
+from consumer.pipeline.face_search import matches_by_person
 from consumer.pipeline.ledger import FragmentTicket
 from consumer.sinks.locations import Locations
 from consumer.wire import Fragment
@@ -70,7 +71,8 @@ class EventStage:
     def observe(self, frame: VideoFrame, result: FrameResult, ticket: FragmentTicket,
                 faces: list[dict] | None = None) -> list[Event]:
         """Run the rules on one analysed (and tracked) frame; deliver what they raise.
-        `faces`: the frame's FaceSearchResponse (consumer.pipeline.face_search), if any."""
+        `faces`: the frame's FaceSearchResponse (consumer.pipeline.face_search), if any: each
+        person's matches (by PersonIndex) are its observation's, for the face_match rules."""
         source = frame.source
         if self.engine is None:
             aspect = frame.width / max(1, frame.height)
@@ -80,8 +82,10 @@ class EventStage:
                                       max(self.config.track_timeout_seconds,
                                           self.lost_track_seconds))
         t = source.producer_time
-        observations = [Observation.from_person(p, t, source.fragment_number)
-                        for p in result.persons]
+        faces_of = matches_by_person(faces)  # person index -> its face's matches
+        observations = [Observation.from_person(p, t, source.fragment_number,
+                                                faces_of.get(index, ()))
+                        for index, p in enumerate(result.persons)]
         events = self.engine.update(t, source.fragment_number, observations)
         for event in events:
             self._deliver(event, frame, result, ticket)

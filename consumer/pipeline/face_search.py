@@ -104,3 +104,20 @@ def _entry(face, matches, persons: Sequence[Person]) -> dict[str, Any]:
         "PersonIndex": person,
         "TrackId": persons[person].track_id if person is not None else None,
     }
+
+
+def matches_by_person(response: Sequence[dict[str, Any]] | None
+                      ) -> dict[int, tuple[tuple[str, str | None, str, float], ...]]:
+    """A FaceSearchResponse's matches by PersonIndex, as processors.events.FaceMatch tuples
+    (collection, external_image_id, face_id, similarity), in the response's order. Faces held
+    by no person (PersonIndex None) are left out: no track can be named for them."""
+    out: dict[int, list] = {}
+    for entry in response or ():
+        person = entry.get("PersonIndex")
+        if person is None:
+            continue
+        for match in entry.get("MatchedFaces", ()):
+            face = match["Face"]
+            out.setdefault(person, []).append((face["Collection"], face.get("ExternalImageId"),
+                                               face["FaceId"], float(match["Similarity"])))
+    return {person: tuple(matches) for person, matches in out.items()}

@@ -78,9 +78,10 @@ class OutputStage:
         if self.s3 is not None and self._wants_jpeg(settings.frames, ticket, result):
             key = s3_layout.frame_key(self.s3_config.prefix, source)
             quality = self.s3_config.jpeg_quality
-            annotated = bool(settings.annotate and result.persons)
+            annotated = bool(settings.annotate and (result.persons or result.hands))
             began = time.perf_counter()
-            body = (annotate.annotated_jpeg(frame.image, result.persons, quality) if annotated
+            body = (annotate.annotated_jpeg(frame.image, result.persons, quality,
+                                            hands=result.hands) if annotated
                     else annotate.encode_jpeg(frame.image, quality))
             self.times.add(JPEG_ENCODE, time.perf_counter() - began)
             ticket.output_added()

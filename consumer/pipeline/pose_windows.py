@@ -6,7 +6,9 @@ aligned to producer time (a fragment belongs to the window of its producer times
 key of a window does not depend on where a run started. Each flush rewrites the window's file
 with every row gathered so far (the same key, a superset), and the first flush of a window in a
 run merges what an earlier run wrote there for other fragments: a replay after a crash, or a
-flush on idle followed by more fragments, never loses rows.
+flush on idle followed by more fragments, never loses rows. A window's file has the hand
+columns (consumer.formats.pose_sequence) once any of its frames, or the earlier run's file,
+has them; rows without a hand carry nulls there.
 
 A fragment owes one output to its window until a flush that includes it is durable, so its
 checkpoint waits for the window: a window is flushed when the stream's next window begins, when
@@ -107,7 +109,7 @@ class PoseWindows:
                 merged = pose_sequence.merge_pose_tables(existing, table, fragments)
                 window.base = merged.slice(0, merged.num_rows - table.num_rows)
         if window.base is not None:
-            table = pa.concat_tables([window.base, table.cast(window.base.schema)])
+            table = pose_sequence.concat_pose_tables([window.base, table])
         body = pose_sequence.write_pose_table(table, metadata=self.metadata)
         metadata = s3_layout.window_metadata(window.stream_name, window.stream_arn,
                                              window.start, self.seconds)

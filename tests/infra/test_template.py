@@ -40,6 +40,11 @@ DENY_WILDCARD = {
 # actions the consumer's role leaves out although the code can call them, and why
 NOT_GRANTED = {
     "dynamodb:CreateTable": "the stack creates the lease table; ensure_table only describes it",
+    # writing face collections is `kvs-analytics faces`, run with an operator's credentials;
+    # consumers only search them (the role's ReadFaceCollections)
+    "dynamodb:TransactWriteItems": "kvs-analytics faces index/delete",
+    "dynamodb:BatchWriteItem": "kvs-analytics faces delete-collection",
+    "s3:DeleteObjects": "kvs-analytics faces delete-collection",
 }
 # operations IAM authorises under another action's name
 # IAM has no action of these operations' own: the consumer's start check of the bucket, and
