@@ -45,24 +45,23 @@ dlib is an optional extra (`pip install 'kvs-analytics[faces]'`: dlib-bin and
 face-recognition-models, which ships the two .dat files); it is imported only when needed
 (embed=True or detector="dlib"), and its absence then raises FacesExtraMissing. mediapipe is
 imported in the constructor. The models are loaded once; close() (or the context manager)
-releases them; analyzers still open at exit are closed by an atexit hook, as in processors.pose.
+releases them; analyzers still open at exit are closed by an atexit hook
+(processors.mediapipe_task, whose task here is the MediaPipe detector).
 """
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import math
-import threading
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal
 
 import numpy as np
 
 from processors.base import Person
+from processors.mediapipe_task import TaskHolder, check_rgb, mp_image
 from processors.models import ModelNotFoundError
 
 FACE_MODEL = "face_detector.tflite"
@@ -73,7 +72,6 @@ MATCH_DISTANCE = 0.45  # unit-vector L2 distance: dlib's 0.6 on raw descriptors 
 DLIB_BOX_SCALE = 0.83  # dlib's HOG box / MediaPipe's box on the same faces (median of 17)
 FACES_EXTRA = "install the faces extra: pip install 'kvs-analytics[faces]'"
 Box = tuple[float, float, float, float]
-_OPEN: weakref.WeakSet[FaceAnalyzer] = weakref.WeakSet()
 
 
 class FacesExtraMissing(ImportError):
@@ -90,13 +88,6 @@ class Face:
     embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
     person: int | None = None  # the index of the person holding it in its frame (link_faces)
     quality: tuple[float, float] | None = None  # (brightness, sharpness), 0-100: face_quality
-
-
-@atexit.register
-def _close_open() -> None:
-    """Close analyzers still open at exit, before mediapipe's own teardown makes that noisy."""
-    for analyzer in list(_OPEN):
-        analyzer.close()
 
 
 def require_model(models_dir: str | Path, name: str, what: str, url: str) -> Path:
@@ -122,8 +113,11 @@ def _dlib():
     return dlib, face_recognition_models
 
 
-class FaceAnalyzer:
-    """Faces of RGB images; see the module docstring. Thread-safe (one image at a time)."""
+class FaceAnalyzer(TaskHolder):
+    """Faces of RGB images; see the module docstring. Thread-safe (one image at a time).
+
+    close() (TaskHolder) releases the models; idempotent. faces() after close() raises
+    RuntimeError. The held task is the MediaPipe detector (None with detector="dlib")."""
 
     def __init__(self, models_dir: str | Path, detector: Literal["mediapipe", "dlib"] = "mediapipe",
                  min_confidence: float = 0.5, embed: bool = True, max_faces: int | None = None,
@@ -137,8 +131,7 @@ class FaceAnalyzer:
             raise ValueError(f"max_faces {max_faces}: expected >= 1 or None")
         self.detector, self.min_confidence, self.max_faces = detector, min_confidence, max_faces
         self.embed, self.upsample = embed, upsample
-        self._mp = self._mp_detector = self._hog = self._shapes = self._resnet = None
-        self._lock = threading.Lock()
+        self._hog = self._shapes = self._resnet = None
         if embed or detector == "dlib":  # first: a failure then leaves no native graph open
             dlib, models = _dlib()
             self._dlib = dlib
@@ -148,32 +141,29 @@ class FaceAnalyzer:
                     models.face_recognition_model_location())
             if detector == "dlib":
                 self._hog = dlib.get_frontal_face_detector()
+        mp_detector = None
         if detector == "mediapipe":
-            self._open_mediapipe(require_model(models_dir, FACE_MODEL, "MediaPipe face detector",
-                                               FACE_MODEL_URL))
-        self._open = True
-        _OPEN.add(self)
+            mp_detector = self._open_mediapipe(require_model(
+                models_dir, FACE_MODEL, "MediaPipe face detector", FACE_MODEL_URL))
+        self._hold(mp_detector)
 
-    def _open_mediapipe(self, path: Path) -> None:
-        import mediapipe as mp
+    def _open_mediapipe(self, path: Path):
+        """The MediaPipe face detector on the model at `path`."""
         from mediapipe.tasks.python import BaseOptions, vision
 
-        self._mp = mp
-        self._mp_detector = vision.FaceDetector.create_from_options(vision.FaceDetectorOptions(
+        return vision.FaceDetector.create_from_options(vision.FaceDetectorOptions(
             base_options=BaseOptions(model_asset_buffer=path.read_bytes()),
             running_mode=vision.RunningMode.IMAGE,
             min_detection_confidence=self.min_confidence))
 
     def faces(self, rgb: np.ndarray) -> list[Face]:
         """The faces in `rgb` (HxWx3 uint8), largest first, at most max_faces."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"expected an HxWx3 uint8 RGB image, got {rgb.shape} {rgb.dtype}")
+        check_rgb(rgb)
         rgb = np.ascontiguousarray(rgb)
         height, width = rgb.shape[:2]
-        with self._lock:
-            if not self._open:
-                raise RuntimeError("FaceAnalyzer is closed")
-            found = self._detect(rgb)  # [(pixel box l, t, r, b, confidence, keypoints)]
+        with self._using() as mp_detector:
+            # [(pixel box l, t, r, b, confidence, keypoints)]
+            found = self._detect(rgb, mp_detector)
             found.sort(key=lambda f: (f[2] - f[0]) * (f[3] - f[1]), reverse=True)
             found = found[:self.max_faces]
             shapes = [self._shape(rgb, f) for f in found] if self._shapes else []
@@ -186,15 +176,14 @@ class FaceAnalyzer:
             faces.append(Face(box, confidence, keypoints, embeddings[i]))
         return faces
 
-    def _detect(self, rgb: np.ndarray) -> list[tuple]:
+    def _detect(self, rgb: np.ndarray, mp_detector) -> list[tuple]:
         if self._hog is not None:
             p = min(max(self.min_confidence, 1e-9), 1 - 1e-9)  # confidence = logistic(margin)
             rects, scores, _ = self._hog.run(rgb, self.upsample, math.log(p / (1 - p)))
             return [(r.left(), r.top(), r.right() + 1, r.bottom() + 1,
                      1 / (1 + math.exp(-score)), ()) for r, score in zip(rects, scores)]
-        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
         out = []
-        for d in self._mp_detector.detect(image).detections:
+        for d in mp_detector.detect(mp_image(rgb)).detections:
             b = d.bounding_box
             out.append((b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height,
                         float(d.categories[0].score),
@@ -223,20 +212,9 @@ class FaceAnalyzer:
         vectors.setflags(write=False)
         return list(vectors)
 
-    def close(self) -> None:
-        """Release the models; idempotent. faces() after close() raises RuntimeError."""
-        with self._lock:
-            detector, self._mp_detector = self._mp_detector, None
-            self._open = False
-            self._hog = self._shapes = self._resnet = None
-        if detector is not None:
-            detector.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def _release(self) -> None:
+        """Drop the dlib models (TaskHolder.close, under its lock)."""
+        self._hog = self._shapes = self._resnet = None
 
 
 def _unit(value: float) -> float:

@@ -20,23 +20,20 @@ mode), so frames from many streams may be mixed. CPU a 640x330 frame here (`pyth
 bench.faces`): ~7 ms without a hand (the palm detector), ~12 with one, ~18 with two (the landmark
 model runs once a hand); ../shared/models/README.md measured 38 / 71 / 103 ms on another run.
 mediapipe is imported in the constructor; close() (or the context manager) releases the model;
-analyzers still open at exit are closed by an atexit hook, as in processors.pose.
+analyzers still open at exit are closed by an atexit hook (processors.mediapipe_task).
 """
 
 from __future__ import annotations
 
-import atexit
-import threading
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
 import numpy as np
 
 from processors.base import Person
 from processors.faces import require_model
+from processors.mediapipe_task import TaskHolder
 
 HAND_MODEL = "hand_landmarker.task"
 HAND_MODEL_URL = ("https://storage.googleapis.com/mediapipe-models/hand_landmarker/"
@@ -56,7 +53,6 @@ HAND_CONNECTIONS = (
     (7, 8), (9, 10), (10, 11), (11, 12), (13, 14), (14, 15), (15, 16), (17, 18), (18, 19),
     (19, 20))
 _POSE_WRISTS = (15, 16)  # processors.pose: left_wrist, right_wrist
-_OPEN: weakref.WeakSet[HandAnalyzer] = weakref.WeakSet()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,20 +65,15 @@ class Hand:
     person: int | None = None  # the index of the person holding it in its frame (link_hands)
 
 
-@atexit.register
-def _close_open() -> None:
-    """Close analyzers still open at exit, before mediapipe's own teardown makes that noisy."""
-    for analyzer in list(_OPEN):
-        analyzer.close()
+class HandAnalyzer(TaskHolder):
+    """Hands of RGB images; see the module docstring. Thread-safe (one image at a time).
 
-
-class HandAnalyzer:
-    """Hands of RGB images; see the module docstring. Thread-safe (one image at a time)."""
+    close() (TaskHolder) releases the model; idempotent. hands() after close() raises
+    RuntimeError."""
 
     def __init__(self, models_dir: str | Path, max_hands: int = 2, min_confidence: float = 0.5):
         """Load the model. `min_confidence` is both the palm detector's and the landmark
         model's hand-presence threshold."""
-        import mediapipe as mp
         from mediapipe.tasks.python import BaseOptions, vision
 
         if max_hands < 1:
@@ -91,41 +82,18 @@ class HandAnalyzer:
             raise ValueError(f"min_confidence {min_confidence}: expected 0..1")
         path = require_model(models_dir, HAND_MODEL, "MediaPipe hand landmarker", HAND_MODEL_URL)
         self.max_hands, self.min_confidence = max_hands, min_confidence
-        self._mp = mp
-        self._landmarker = vision.HandLandmarker.create_from_options(vision.HandLandmarkerOptions(
+        self._hold(vision.HandLandmarker.create_from_options(vision.HandLandmarkerOptions(
             base_options=BaseOptions(model_asset_buffer=path.read_bytes()),
             running_mode=vision.RunningMode.IMAGE, num_hands=max_hands,
             min_hand_detection_confidence=min_confidence,
-            min_hand_presence_confidence=min_confidence))
-        self._lock = threading.Lock()
-        _OPEN.add(self)
+            min_hand_presence_confidence=min_confidence)))
 
     def hands(self, rgb: np.ndarray) -> list[Hand]:
         """The hands in `rgb` (HxWx3 uint8), in MediaPipe's order."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"expected an HxWx3 uint8 RGB image, got {rgb.shape} {rgb.dtype}")
-        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
-                               data=np.ascontiguousarray(rgb))
-        with self._lock:
-            if self._landmarker is None:
-                raise RuntimeError("HandAnalyzer is closed")
-            result = self._landmarker.detect(image)
+        result = self._detect_image(rgb)
         return [Hand(landmarks=tuple((float(p.x), float(p.y), float(p.z)) for p in marks),
                      handedness=str(sides[0].category_name), score=float(sides[0].score))
                 for marks, sides in zip(result.hand_landmarks, result.handedness, strict=True)]
-
-    def close(self) -> None:
-        """Release the model; idempotent. hands() after close() raises RuntimeError."""
-        with self._lock:
-            landmarker, self._landmarker = self._landmarker, None
-        if landmarker is not None:
-            landmarker.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _grown(bbox: tuple[float, float, float, float]) -> tuple[float, float, float, float]:

@@ -24,24 +24,21 @@ Thresholds come from the `Pose` config: num_poses, min_detection_confidence (per
 min_presence_confidence (landmark model's pose presence). The model is loaded once, in the
 constructor; call close() (or use the processor as a context manager) to release it. Processors
 still open at interpreter exit are closed by an atexit hook, since mediapipe's own finaliser prints
-a traceback when it runs that late.
+a traceback when it runs that late (processors.mediapipe_task, shared with faces and hands).
 mediapipe is imported here, not at package import, so other commands stay fast.
 """
 
 from __future__ import annotations
 
-import atexit
 import hashlib
-import threading
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Self
 
 import numpy as np
 
 from processors.base import FrameResult, Landmark, Person
 from processors.frames import VideoFrame
+from processors.mediapipe_task import TaskHolder
 from processors.models import resolve_model
 from processors.settings import Pose
 
@@ -60,18 +57,13 @@ POSE_CONNECTIONS = (
     (13, 15), (15, 17), (15, 19), (15, 21), (17, 19), (12, 14), (14, 16), (16, 18), (16, 20),
     (16, 22), (18, 20), (11, 23), (12, 24), (23, 24), (23, 25), (24, 26), (25, 27), (26, 28),
     (27, 29), (28, 30), (29, 31), (30, 32), (27, 31), (28, 32))
-_OPEN: weakref.WeakSet[PoseProcessor] = weakref.WeakSet()
 
 
-@atexit.register
-def _close_open() -> None:
-    """Close processors still open at exit, before mediapipe's own teardown makes that noisy."""
-    for processor in list(_OPEN):
-        processor.close()
+class PoseProcessor(TaskHolder):
+    """The Processor for poses; see the module docstring for the result's meaning.
 
-
-class PoseProcessor:
-    """The Processor for poses; see the module docstring for the result's meaning."""
+    close() (TaskHolder) releases the model; idempotent. process() after close() raises
+    RuntimeError."""
 
     name = "pose"
     landmark_set = "mediapipe-pose-33"
@@ -90,7 +82,6 @@ class PoseProcessor:
         # for the ones after it before its result goes on (nothing is gained from batching)
         self.max_batch = 1
         self.config = config
-        self._mp = mp
         options = vision.PoseLandmarkerOptions(
             base_options=BaseOptions(model_asset_buffer=data),
             running_mode=vision.RunningMode.IMAGE,
@@ -99,37 +90,16 @@ class PoseProcessor:
             min_pose_presence_confidence=config.min_presence_confidence,
             min_tracking_confidence=config.min_tracking_confidence,
         )
-        self._landmarker = vision.PoseLandmarker.create_from_options(options)
-        self._lock = threading.Lock()  # one detect() at a time on the native graph
-        _OPEN.add(self)
+        # one detect() at a time on the native graph (TaskHolder's lock)
+        self._hold(vision.PoseLandmarker.create_from_options(options))
 
     def process(self, frames: Sequence[VideoFrame]) -> list[FrameResult]:
         """One FrameResult per frame, in order; a frame without persons gives empty `persons`."""
         return [self._one(frame.image) for frame in frames]
 
     def _one(self, image: np.ndarray) -> FrameResult:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.shape} {image.dtype}")
-        mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
-                                  data=np.ascontiguousarray(image))
-        with self._lock:
-            if self._landmarker is None:
-                raise RuntimeError("PoseProcessor is closed")
-            result = self._landmarker.detect(mp_image)
+        result = self._detect_image(image)
         return FrameResult(persons=tuple(_person(pose) for pose in result.pose_landmarks))
-
-    def close(self) -> None:
-        """Release the model; idempotent. process() after close() raises RuntimeError."""
-        with self._lock:
-            landmarker, self._landmarker = self._landmarker, None
-        if landmarker is not None:
-            landmarker.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _unit(value: float | None) -> float:

@@ -23,21 +23,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from consumer.faces.collections import FaceCollections, image_id
 from consumer.formats.event_records import SCHEMA_PATH
 from infra.local.resources import create_resources
 from infra.local.stack import LocalStack
 from kvs_analytics import BatchPipeline, batch_config
-from processors.faces import FaceAnalyzer
 from tests.batch_helpers import write_config
 from tests.conftest import CAPTURES
-from tests.test_face_search_records import (
-    BUCKET,
-    SPEAKER_FRAME,
-    THRESHOLD,
-    astronaut_video,
-    frame_at,
-)
+from tests.face_helpers import BUCKET, THRESHOLD, astronaut_video, frame_at, index_speaker
 
 RULE = {"type": "face_match", "name": "speaker-seen", "external_image_id": "speaker"}
 FPS = 30000 / 1001  # the capture's frame rate
@@ -52,13 +44,7 @@ def runs(models, tmp_path_factory) -> dict[str, dict]:
     out: dict[str, dict] = {}
     with LocalStack() as stack:
         create_resources(stack, BUCKET, BUCKET, [])
-        store = FaceCollections(stack.client("s3"), stack.client("dynamodb"), BUCKET)
-        store.ensure_table()
-        store.create_collection("staff")
-        speaker = frame_at(SPEAKER_FRAME)
-        with FaceAnalyzer(models) as analyzer:
-            [face, *_] = analyzer.faces(speaker)
-        store.index_faces("staff", [(face, "speaker")], image_id(speaker.tobytes()))
+        index_speaker(stack, BUCKET, models)
         s3 = stack.client("s3")
         for name, blur, videos in (
                 ("plain", False, [CAPTURES / "vogels_330.mkv", tmp / "astronaut.mp4"]),

@@ -14,13 +14,12 @@ import pytest
 
 from consumer.config import load_config
 from consumer.demo import read_all_records
-from consumer.faces.collections import FaceCollections, image_id
 from consumer.fleet.lease_table import LeaseTable
 from consumer.run import build_processor
 from consumer.streams.supervisor import StreamSupervisor
 from infra.local.limits import Limits
 from infra.local.stack import LocalStack
-from processors.faces import FaceAnalyzer
+from tests.face_helpers import THRESHOLD, astronaut_video, index_speaker
 from tests.test_consumer_e2e import (
     TABLE,
     checkpoint,
@@ -30,7 +29,6 @@ from tests.test_consumer_e2e import (
     push,
     wait_for,
 )
-from tests.test_face_search_records import SPEAKER_FRAME, THRESHOLD, astronaut_video, frame_at
 
 pytestmark = pytest.mark.slow
 
@@ -40,13 +38,7 @@ def test_live_streams_name_the_speaker_and_no_one_else(models, tmp_path):
     with LocalStack(limits=Limits(getmedia_idle_seconds=1.0)) as stack:
         LeaseTable(stack.client("dynamodb"), TABLE, "reader").ensure_table()
         make_outputs(stack, "face-records", "face-bucket")
-        store = FaceCollections(stack.client("s3"), stack.client("dynamodb"), "face-bucket")
-        store.ensure_table()
-        store.create_collection("staff")
-        speaker = frame_at(SPEAKER_FRAME)
-        with FaceAnalyzer(models) as analyzer:
-            [face, *_] = analyzer.faces(speaker)
-        store.index_faces("staff", [(face, "speaker")], image_id(speaker.tobytes()))
+        index_speaker(stack, "face-bucket", models)
         push(stack, "cam-stage")
         push(stack, "cam-door", tmp_path / "astronaut.mp4")
         config = load_config(data=config_data(

@@ -14,14 +14,11 @@ that collection and processing.hands on. The records, valid against the frame re
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 
-import av
 import jsonschema
 import numpy as np
 import pytest
 
-from consumer.faces.collections import FaceCollections, image_id
 from consumer.formats.records import load_schema
 from infra.local.resources import create_resources
 from infra.local.stack import LocalStack
@@ -29,35 +26,7 @@ from kvs_analytics import BatchPipeline, batch_config
 from processors.faces import FaceAnalyzer
 from tests.batch_helpers import write_config
 from tests.conftest import CAPTURES
-
-BUCKET = "video-analytics"
-SPEAKER_FRAME = 650  # a frontal close-up (processors' and collections' tests use it too)
-THRESHOLD = 80.0
-
-
-def frame_at(index: int) -> np.ndarray:
-    with av.open(str(CAPTURES / "vogels_330.mkv")) as container:
-        for number, frame in enumerate(container.decode(video=0)):
-            if number == index:
-                return frame.to_ndarray(format="rgb24")
-    raise AssertionError(f"no frame {index}")
-
-
-def astronaut_video(path, seconds: int = 3, fps: int = 5) -> None:
-    from skimage.data import astronaut
-    image = astronaut()[:, :, :3]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = image.shape[1], image.shape[0]
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = Fraction(1, fps)
-        for index in range(seconds * fps):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+from tests.face_helpers import BUCKET, THRESHOLD, astronaut_video, frame_at, index_speaker
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +36,7 @@ def records(models, tmp_path_factory) -> dict[str, list[dict]]:
     astronaut_video(tmp / "astronaut.mp4")
     with LocalStack() as stack:
         create_resources(stack, BUCKET, BUCKET, [])
-        store = FaceCollections(stack.client("s3"), stack.client("dynamodb"), BUCKET)
-        store.ensure_table()
-        store.create_collection("staff")
-        speaker = frame_at(SPEAKER_FRAME)
-        with FaceAnalyzer(models) as analyzer:
-            [face, *_] = analyzer.faces(speaker)
-        store.index_faces("staff", [(face, "speaker")], image_id(speaker.tobytes()))
+        index_speaker(stack, BUCKET, models)
         config_file = write_config(
             tmp / "batch.yaml",
             aws={"region": stack.region, "endpoints": {"s3": stack.endpoints["s3"],
