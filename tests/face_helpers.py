@@ -10,7 +10,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from consumer.faces.collections import FaceCollections, image_id
+from consumer.faces.collections import FaceCollections
+from consumer.faces.records import image_id
 from infra.local.stack import LocalStack
 from processors.faces import FaceAnalyzer
 from tests.conftest import CAPTURES

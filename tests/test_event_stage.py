@@ -117,7 +117,7 @@ def test_an_event_holds_its_fragment_until_its_outputs_are_acknowledged():
 def test_face_match_records_from_the_frames_face_search():
     """The stage ties each face's matches to the person holding it (PersonIndex): the search
     here is the real FaceSearch over an in-memory collection index."""
-    from consumer.faces.collections import FaceRecord
+    from consumer.faces.records import FaceRecord
     from consumer.faces.search import CollectionIndex
     from consumer.pipeline.face_search import FaceSearch
     from processors.faces import Face

@@ -17,12 +17,11 @@ import pytest
 import yaml
 
 from consumer.cloud.aws import ApiCalls
-from consumer.faces.collections import (
-    COLLECTION_ITEM,
+from consumer.faces.collections import COLLECTION_ITEM, FaceCollections
+from consumer.faces.records import (
     DIMENSIONS,
     FACE_MODEL,
     FaceCollectionError,
-    FaceCollections,
     InvalidParameter,
     ResourceAlreadyExists,
     ResourceNotFound,
@@ -382,7 +381,7 @@ def test_search_of_100k_faces(capsys):
 
 
 def _record(collection: str, number: int):
-    from consumer.faces.collections import FaceRecord
+    from consumer.faces.records import FaceRecord
     return FaceRecord(collection, str(uuid.UUID(int=number, version=4)), f"person-{number}",
                       "0" * 64, (0.0, 0.0, 0.1, 0.1), 0.99, "", "")
 

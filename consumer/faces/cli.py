@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-DEFAULT_TABLE = "kvs-analytics-faces"  # = consumer.faces.collections.DEFAULT_TABLE
+DEFAULT_TABLE = "kvs-analytics-faces"  # = consumer.faces.collections.DEFAULT_TABLE (this
+# module imports only the standard library until a command runs)
 
 FACES_EPILOG = f"""\
 A collection is a named set of faces, each a 128-number embedding (dlib's face recogniser) with
@@ -158,7 +159,7 @@ def _main(args: argparse.Namespace, handler, name: str) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from consumer.cloud.aws import AwsSetupError
-    from consumer.faces.collections import FaceCollectionError, InvalidParameter
+    from consumer.faces.records import FaceCollectionError, InvalidParameter
     from processors.settings import ConfigError
     try:
         handler(args, _Context(args))
@@ -255,7 +256,7 @@ def _run_create(args: argparse.Namespace, context: _Context) -> None:
 
 
 def _run_index(args: argparse.Namespace, context: _Context) -> None:
-    from consumer.faces.collections import check_collection_id, check_external_image_id, image_id
+    from consumer.faces.records import check_collection_id, check_external_image_id, image_id
     check_collection_id(args.collection)
     if args.external_id is not None:
         check_external_image_id(args.external_id)
@@ -303,7 +304,7 @@ def _run_list(args: argparse.Namespace, context: _Context) -> None:
 
 
 def _run_delete(args: argparse.Namespace, context: _Context) -> None:
-    from consumer.faces.collections import check_face_id
+    from consumer.faces.records import check_face_id
     for face_id in args.face_id:
         check_face_id(face_id)
     deleted = context.store().delete_faces(args.collection, args.face_id)
@@ -328,7 +329,7 @@ def _run_delete_collection(args: argparse.Namespace, context: _Context) -> None:
 def _run_search(args: argparse.Namespace, context: _Context) -> None:
     import numpy as np
 
-    from consumer.faces.collections import check_collection_id
+    from consumer.faces.records import check_collection_id
     from consumer.faces.search import CollectionIndex
     for name in args.collection:
         check_collection_id(name)

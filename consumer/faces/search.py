@@ -58,10 +58,10 @@ from typing import Any, Self
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer.faces.collections import (
+from consumer.faces.collections import FaceCollections
+from consumer.faces.records import (
     DIMENSIONS,
     FaceCollectionError,
-    FaceCollections,
     FaceRecord,
     InvalidParameter,
     ResourceNotFound,
