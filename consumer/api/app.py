@@ -65,29 +65,25 @@ def create_app(settings: ApiSettings, s3_client=None) -> Starlette:
         return _json({"cameras": [render.camera(row, presigner) for row in rows]})
 
     def camera_events(request: Request) -> JSONResponse:
-        stream = params.stream(request.path_params["stream"])
+        return events_page(request, params.stream(request.path_params["stream"]))
+
+    def all_events(request: Request) -> JSONResponse:
+        return events_page(request, None)
+
+    def events_page(request: Request, stream: str | None) -> JSONResponse:
+        """One camera's events (`stream`), or every camera's (None)."""
         query = params.only(request.query_params, EVENT_PARAMETERS)
         start, end = params.time_range(query)
         event_type = params.event_type(query.get("type"))
         limit = params.limit(query.get("limit"))
         with database() as conn:
             rows = queries.camera_events(conn, stream, start, end, event_type, limit + 1)
-            if not rows and not queries.has_camera(conn, stream):
+            if stream is not None and not rows and not queries.has_camera(conn, stream):
                 raise HTTPException(404, f"stream: no camera {stream!r} in the event store")
-        return _json({"stream": stream, "from": start, "to": end, "type": event_type,
-                      "limit": limit, "more": len(rows) > limit,
-                      "events": [render.event(row, presigner) for row in rows[:limit]]})
-
-    def all_events(request: Request) -> JSONResponse:
-        query = params.only(request.query_params, EVENT_PARAMETERS)
-        start, end = params.time_range(query)
-        event_type = params.event_type(query.get("type"))
-        limit = params.limit(query.get("limit"))
-        with database() as conn:
-            rows = queries.camera_events(conn, None, start, end, event_type, limit + 1)
-        return _json({"from": start, "to": end, "type": event_type, "limit": limit,
-                      "more": len(rows) > limit,
-                      "events": [render.event(row, presigner) for row in rows[:limit]]})
+        page = {"from": start, "to": end, "type": event_type, "limit": limit,
+                "more": len(rows) > limit,
+                "events": [render.event(row, presigner) for row in rows[:limit]]}
+        return _json(page if stream is None else {"stream": stream, **page})
 
     def event_frames(request: Request) -> JSONResponse:
         event_id = params.event_id(request.path_params["event_id"])
