@@ -100,6 +100,28 @@ def wait_for(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def consume_until_checkpointed(stack, config, cameras: list[str],
+                               timeout: float = 120) -> StreamSupervisor:
+    """A consumer (the real processor) run until each camera's last fragment is checkpointed,
+    then shut down: the supervisor, for its figures."""
+    processor = build_processor(config)
+    service = StreamSupervisor(config, processor).start()
+    stop = threading.Event()
+    runner = threading.Thread(target=service.run, args=(stop,))
+    runner.start()
+    try:
+        for camera in cameras:
+            final = last_fragment(stack, camera)
+            wait_for(lambda camera=camera, final=final: checkpoint(stack, camera) == final,
+                     timeout, f"{camera}'s last checkpoint")
+    finally:
+        stop.set()
+        runner.join(10)
+        assert service.shutdown()
+        processor.close()
+    return service
+
+
 def objects(stack, bucket: str) -> list[str]:
     pages = stack.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket)
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
@@ -110,19 +132,7 @@ def test_end_to_end_with_the_real_pose_model(stack):
     make_outputs(stack, "e2e-records", "e2e-bucket")
     config = load_config(data=config_data(stack, ["e2e-cam"], "e2e-records", "e2e-bucket"),
                          environ={})
-    processor = build_processor(config)
-    service = StreamSupervisor(config, processor).start()
-    stop = threading.Event()
-    runner = threading.Thread(target=service.run, args=(stop,))
-    runner.start()
-    try:
-        final = last_fragment(stack, "e2e-cam")
-        wait_for(lambda: checkpoint(stack, "e2e-cam") == final, 120, "the last checkpoint")
-    finally:
-        stop.set()
-        runner.join(10)
-        assert service.shutdown()
-        processor.close()
+    service = consume_until_checkpointed(stack, config, ["e2e-cam"])
 
     records = read_all_records(stack.client("kinesis"), "e2e-records")
     analysed = service.frames_analysed

@@ -8,26 +8,20 @@ the threshold in his close-ups, and records of cam-door whose detected face matc
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from consumer.config import load_config
 from consumer.demo import read_all_records
 from consumer.fleet.lease_table import LeaseTable
-from consumer.run import build_processor
-from consumer.streams.supervisor import StreamSupervisor
 from infra.local.limits import Limits
 from infra.local.stack import LocalStack
 from tests.face_helpers import THRESHOLD, astronaut_video, index_speaker
 from tests.test_consumer_e2e import (
     TABLE,
-    checkpoint,
     config_data,
-    last_fragment,
+    consume_until_checkpointed,
     make_outputs,
     push,
-    wait_for,
 )
 
 pytestmark = pytest.mark.slow
@@ -47,21 +41,7 @@ def test_live_streams_name_the_speaker_and_no_one_else(models, tmp_path):
                         "faces": {"enabled": True,
                                   "search": {"collections": ["staff"],
                                              "match_threshold": THRESHOLD}}}), environ={})
-        processor = build_processor(config)
-        service = StreamSupervisor(config, processor).start()
-        stop = threading.Event()
-        runner = threading.Thread(target=service.run, args=(stop,))
-        runner.start()
-        try:
-            for camera in ("cam-stage", "cam-door"):
-                final = last_fragment(stack, camera)
-                wait_for(lambda camera=camera, final=final: checkpoint(stack, camera) == final,
-                         180, f"{camera}'s last checkpoint")
-        finally:
-            stop.set()
-            runner.join(10)
-            assert service.shutdown()
-            processor.close()
+        consume_until_checkpointed(stack, config, ["cam-stage", "cam-door"], timeout=180)
         records = read_all_records(stack.client("kinesis"), "face-records")
 
     def faces_of(camera: str) -> list[dict]:
